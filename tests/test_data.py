@@ -1,0 +1,161 @@
+"""Dataset discovery, parsing, decoding, caching and splitting."""
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import digits, png_bytes, write_dataset, write_folder_part
+from mobilenet_lab import MnistCsvDataset, load_splits
+from mobilenet_lab.data import decode_part, parse_label_table, parse_size
+from mobilenet_lab.errors import UserError
+
+
+def small(n=40, offset=0):
+    x, y = digits()
+    return x[offset:offset + n], y[offset:offset + n]
+
+
+def test_prepare_layout_reads_back_exactly(tiny_data):
+    ds = MnistCsvDataset(tiny_data / "train.zip")
+    x, y = digits()
+    assert len(ds) == 300
+    image, label = ds[5]
+    assert image.dtype == torch.uint8 and image.shape == (1, 28, 28)
+    assert torch.equal(image[0], torch.from_numpy(x[5])) and label == int(y[5])
+
+
+@pytest.mark.parametrize("layout", ["folders", "zips", "nested-zip", "no-header", "no-extension",
+                                    "swapped-columns", "unzipped-beside-zip"])
+def test_discovery_of_layouts(tmp_path, layout):
+    x, y = small(40)
+    tx, ty = small(20, offset=40)
+    data = tmp_path / "data"
+    data.mkdir()
+    if layout == "folders":
+        write_folder_part(data / "train_new", x, y, image_dir="images", csv_name="train_new.csv")
+        write_folder_part(data / "test_new", tx, ty, image_dir="images", csv_name="test_new.csv")
+    elif layout in ("zips", "unzipped-beside-zip"):
+        write_folder_part(data, x, y, zip_path=data / "train.zip")
+        write_folder_part(data, tx, ty, image_dir="test_new", csv_name="test.csv", zip_path=data / "test.zip")
+        if layout == "unzipped-beside-zip":
+            write_folder_part(data / "train", x, y)
+    elif layout == "nested-zip":
+        write_folder_part(data, x, y, zip_path=data / "train.zip", prefix="train/")
+        write_folder_part(data, tx, ty, zip_path=data / "test.zip", prefix="deeper/test/")
+    elif layout == "no-header":
+        write_folder_part(data / "train", x, y, header=None)
+        write_folder_part(data / "test", tx, ty, header=None)
+    elif layout == "no-extension":
+        write_folder_part(data / "train", x, y, with_extension=False, header="id,label")
+        write_folder_part(data / "test", tx, ty, with_extension=False, header="id,label")
+    elif layout == "swapped-columns":
+        for part, (a, b) in {"train": (x, y), "test": (tx, ty)}.items():
+            folder = data / part
+            write_folder_part(folder, a, b)
+            lines = (folder / "train.csv").read_text().splitlines()
+            swapped = ["label,filename"] + [",".join(reversed(r.split(","))) for r in lines[1:]]
+            (folder / "train.csv").write_text("\n".join(swapped) + "\n")
+    splits = load_splits(data, val_size=10, seed=0)
+    assert len(splits.train_y) == 30 and len(splits.val_y) == 10 and len(splits.test_y) == 20
+    assert sorted(torch.cat([splits.train_y, splits.val_y]).tolist()) == sorted(y.tolist())
+    assert sorted(splits.test_y.tolist()) == sorted(ty.tolist())
+
+
+def test_header_detection_and_column_choice():
+    names, labels = parse_label_table(b"Image,Target\na.png,3\nb.png,4\n", "t.csv")
+    assert names == ["a.png", "b.png"] and labels == ["3", "4"]
+    names, labels = parse_label_table(b"7.png,3\n8.png,4\n", "t.csv")
+    assert names == ["7.png", "8.png"] and labels == ["3", "4"]
+    names, labels = parse_label_table(b"idx,label,file\n0,5,x.png\n", "t.csv")
+    assert names == ["x.png"] and labels == ["5"]
+
+
+def test_split_sizes_counts_fractions_and_stratification():
+    splits = None
+    x, y = digits()
+    # 1,000 digits, imbalanced on purpose: class 0 is rare.
+    keep = np.flatnonzero((y != 0) | (np.arange(len(y)) % 10 == 0))[:1000]
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        from mobilenet_lab.prepare import write_part
+        write_part(folder / "train.zip", "train", x[keep], y[keep])
+        write_part(folder / "test.zip", "test", x[2000:2200], y[2000:2200])
+        splits = load_splits(folder, train_size="0.5", val_size="200", test_size="0.25", seed=1)
+        assert len(splits.val_y) == 200 and len(splits.train_y) == 400 and len(splits.test_y) == 50
+        full = np.bincount(y[keep], minlength=10) / len(keep)
+        for part in ("train", "val"):
+            share = np.array(splits.class_counts(part)) / len(getattr(splits, f"{part}_y"))
+            assert np.abs(share - full).max() < 0.02
+        again = load_splits(folder, train_size="0.5", val_size="200", test_size="0.25", seed=1)
+        assert torch.equal(again.train_x, splits.train_x) and torch.equal(again.val_y, splits.val_y)
+        other = load_splits(folder, train_size="0.5", val_size="200", test_size="0.25", seed=2)
+        assert not torch.equal(other.val_x, splits.val_x)
+
+
+@pytest.mark.parametrize("text,expected", [("100", 100), ("0.25", 0.25), ("1.0", 1.0), (None, None), ("all", None)])
+def test_parse_size(text, expected):
+    assert parse_size(text, "--x") == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "1.5", "abc", "0.0"])
+def test_parse_size_rejects(text):
+    with pytest.raises(UserError):
+        parse_size(text, "--x")
+
+
+def test_cache_reused_and_invalidated(tmp_path, isolated_cache):
+    x, y = small(30)
+    part = tmp_path / "train.zip"
+    write_folder_part(tmp_path, x, y, zip_path=part)
+    first = decode_part(part, (1, 28, 28))
+    entries = sorted((isolated_cache / "decoded").glob("*.pt"))
+    stamp = {p: p.stat().st_mtime_ns for p in entries}
+    second = decode_part(part, (1, 28, 28))
+    assert torch.equal(first.x, second.x)
+    assert {p: p.stat().st_mtime_ns for p in entries} == stamp  # served from the cache, not rewritten
+    # Change one label: the cache must not serve the stale copy.
+    with zipfile.ZipFile(part) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    csv = files["train.csv"].decode().splitlines()
+    name, label = csv[1].split(",")
+    csv[1] = f"{name},{(int(label) + 1) % 10}"
+    files["train.csv"] = ("\n".join(csv) + "\n").encode()
+    os.remove(part)
+    with zipfile.ZipFile(part, "w") as zf:
+        for n, data in files.items():
+            zf.writestr(n, data)
+    third = decode_part(part, (1, 28, 28))
+    assert int(third.y[0]) == (int(first.y[0]) + 1) % 10
+
+
+def test_other_image_kinds_are_converted(tmp_path):
+    x, y = small(4)
+    folder = tmp_path / "train"
+    (folder / "imgs").mkdir(parents=True)
+    from PIL import Image
+    rgb = np.repeat(x[0][:, :, None], 3, axis=2)
+    Image.fromarray(rgb, "RGB").save(folder / "imgs" / "a.png")
+    Image.fromarray(x[1]).resize((56, 56)).save(folder / "imgs" / "b.png")
+    Image.fromarray(x[2]).save(folder / "imgs" / "c.jpg", quality=95)
+    Image.fromarray(x[3].astype(np.uint16) * 257).save(folder / "imgs" / "d.png")
+    (folder / "labels.csv").write_text(f"file,label\na.png,{y[0]}\nb.png,{y[1]}\nc.jpg,{y[2]}\nd.png,{y[3]}\n")
+    part = decode_part(folder, (1, 28, 28), use_cache=False)
+    assert part.x.shape == (4, 1, 28, 28)
+    assert torch.equal(part.x[0, 0], torch.from_numpy(x[0]))
+    assert torch.equal(part.x[3, 0], torch.from_numpy(x[3]))
+    assert any("resized" in n for n in part.notes) and any("RGB" in n for n in part.notes)
+    rgb_part = decode_part(folder, (3, 32, 32), use_cache=False)
+    assert rgb_part.x.shape == (4, 3, 32, 32)
+
+
+def test_png_bytes_helper_roundtrip():
+    x, _ = small(1)
+    from PIL import Image
+    import io
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(x[0])))), x[0])
