@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="DIR", default=None,
                      help="run folder for metrics.json, the trained model and figures "
                           "(default: runs/<date-time>-<preset>/)")
+    training.add_argument("--resume", metavar="PATH", default=None,
+                          help="continue an interrupted training run from its checkpoint-last.pt, with the "
+                               "settings it was started with (default: off)")
     out.add_argument("--visualize", action="store_true",
                      help="save the figures (curves, samples, predictions, confusion matrix...) as PNGs "
                           "in the run folder (default: off)")
@@ -112,13 +115,19 @@ def main(args: argparse.Namespace) -> int:
         splits = lab.load_splits(settings.data, settings.input_dim, settings.num_classes, settings.train_size,
                                  settings.val_size, settings.test_size, settings.seed)
         print(lab.describe_splits(splits), flush=True)
+        lab.seed_everything(settings.seed)
         net = lab.init_network(settings.conv_block_count, settings.mobilenet_block_count, settings.input_dim,
                                settings.num_classes, device=settings.device)
         lab.set_normalization(net, splits.train_x)
-        net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, settings.learning_rate,
-                        settings.epochs, settings.loss, settings.optimizer, batch_size=settings.batch_size,
-                        balance=settings.balance, augment=settings.augment, seed=settings.seed,
-                        progress=sys.stderr.isatty())
+        saver = lab.TrainingSaver(run_dir, settings.as_dict(), splits.class_names, settings.preset)
+        try:
+            net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y,
+                            settings.learning_rate, settings.epochs, settings.loss, settings.optimizer,
+                            batch_size=settings.batch_size, balance=settings.balance, augment=settings.augment,
+                            seed=settings.seed, progress=sys.stderr.isatty(), start_state=settings.start_state,
+                            on_epoch_end=saver)
+        except KeyboardInterrupt:
+            raise lab.Interrupted(lab.interrupted(saver)) from None
     else:
         splits = lab.load_splits(settings.data, settings.input_dim, settings.num_classes, None,
                                  settings.val_size, settings.test_size, settings.seed, need_train=False)

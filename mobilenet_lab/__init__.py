@@ -14,13 +14,14 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "checkpoint": ("load", "save"),
+    "checkpoint": ("TrainingSaver", "load", "save"),
     "data": ("MnistCsvDataset", "load_splits", "sample_dataset"),
-    "errors": ("UserError",),
+    "errors": ("Interrupted", "UserError"),
     "metrics": ("compute_metrics", "format_metrics"),
-    "model": ("PRESETS", "ConvDw", "conv_block", "count_parameters", "init_network", "set_normalization"),
-    "runs": ("adopt_checkpoint", "describe_splits", "finish_run", "make_run_dir", "resolve_settings",
-             "save_trained"),
+    "model": ("PRESETS", "ConvDw", "conv_block", "count_parameters", "init_network", "seed_everything",
+              "set_normalization"),
+    "runs": ("adopt_checkpoint", "describe_splits", "finish_run", "interrupted", "make_run_dir",
+             "resolve_settings", "save_trained"),
     "train": ("Predictions", "predict", "test", "train"),
     "visualize": ("visualize",),
 }

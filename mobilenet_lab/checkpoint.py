@@ -154,3 +154,48 @@ def load_weights_into(net: nn.Module, model) -> nn.Module:
         raise UserError("the saved weights do not fit this network's architecture: build the network with "
                         "the saved model's block counts, input_dim and num_classes") from exc
     return net
+
+
+class TrainingSaver:
+    """Called after every epoch (``train(on_epoch_end=...)``): keeps, atomically,
+
+    * ``checkpoint-last.pt``: the full training state (weights, optimizer, scheduler, RNG,
+      history, run settings), from which ``--resume`` continues to the same result;
+    * ``checkpoint-best.pt``: the best-validation model so far, loadable with :func:`load`.
+
+    A run stopped by Ctrl-C or a crash therefore loses at most the epoch in progress.
+    """
+
+    def __init__(self, run_dir: str | Path, settings: dict, class_names: list[str], preset: str | None):
+        self.run_dir = Path(run_dir)
+        self.settings, self.class_names, self.preset = _plain(settings), class_names, preset
+        self.epoch = 0
+        self.epochs = 0
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoint-last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoint-best.pt"
+
+    def __call__(self, net: MobileNetLab, state: dict) -> None:
+        history = state["history"]
+        if history["best_epoch"] == state["epoch"]:
+            best = make_checkpoint(net, self.class_names, self.settings, {}, self.preset)
+            best["history"] = _plain(history)
+            atomic_torch_save(best, self.best_path)
+        last = make_checkpoint(net, self.class_names, self.settings, {}, self.preset)
+        last["trainer_state"] = state
+        atomic_torch_save(last, self.last_path)
+        self.epoch, self.epochs = state["epoch"], state["epochs"]
+
+
+def read_resume_state(path: str | Path) -> tuple[dict, dict]:
+    """(run settings, trainer state) from a ``checkpoint-last.pt`` written by TrainingSaver."""
+    ckpt = read_checkpoint(path)
+    if "trainer_state" not in ckpt:
+        raise UserError(f"{path} holds a finished model, not a training state: resume from the run's "
+                        f"checkpoint-last.pt")
+    return ckpt["train_args"], ckpt["trainer_state"]

@@ -445,6 +445,10 @@ class Splits:
     sources: dict[str, str]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(self.num_classes)]
+
     def class_counts(self, split: str = "train") -> list[int]:
         return torch.bincount(getattr(self, f"{split}_y"), minlength=self.num_classes).tolist()
 

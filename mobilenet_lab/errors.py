@@ -12,6 +12,10 @@ class UserError(Exception):
     """
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped a run; the message says what was kept and how to go on."""
+
+
 def note(message: str) -> None:
     """Print a one-line note for the user on stderr (never mixed into printed results)."""
     print(f"note: {message}", file=sys.stderr, flush=True)
@@ -25,6 +29,9 @@ def run_cli(main, *args) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted: nothing was saved by this run", file=sys.stderr)
         return 130

@@ -196,6 +196,11 @@ def init_network(conv_block_count: int, mobilenet_block_count: int, input_dim=(1
     return MobileNetLab(config).to(device or default_device())
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch's generators, so that weights, splits and batches repeat run after run."""
+    torch.manual_seed(seed)
+
+
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 

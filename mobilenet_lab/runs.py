@@ -41,9 +41,19 @@ class RunSettings:
     out: str
     visualize: bool
     explicit: set[str] = field(default_factory=set)
+    resume: str | None = None
+    start_state: dict | None = field(default=None, repr=False)  # the training state --resume continues
+
+    def as_dict(self) -> dict:
+        """The settings as plain values (stored in checkpoints and metrics.json)."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
+             if k not in ("explicit", "start_state")}
+        d["explicit"] = sorted(self.explicit)
+        return d
 
     def table(self) -> str:
-        shown = {k: v for k, v in vars(self).items() if k not in ("name", "roll_number", "explicit")}
+        shown = {k: v for k, v in vars(self).items()
+                 if k not in ("name", "roll_number", "explicit", "start_state") and not (k == "resume" and v is None)}
         if not self.is_training:  # these only matter when training
             for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment"):
                 shown.pop(k)
@@ -94,8 +104,7 @@ def metrics_record(settings: RunSettings, split_figures: dict[str, tuple], metri
     """The content of metrics.json: the keys the assignment's figures need, plus everything else."""
     record = {
         "name": settings.name, "roll_number": settings.roll_number,
-        "settings": {k: (list(v) if isinstance(v, tuple) else v)
-                     for k, v in vars(settings).items() if k != "explicit"},
+        "settings": settings.as_dict(),
         "parameters": params,
     }
     for split, (loss, acc, note) in split_figures.items():
@@ -127,6 +136,8 @@ def resolve_settings(args, root: Path) -> RunSettings:
     from .data import sample_dataset
     from .model import PRESETS, check_config, default_device
 
+    if getattr(args, "resume", None):
+        return resume_settings(args)
     explicit = {k for k in ("conv_blocks", "mobilenet_blocks", "input_dim", "num_classes", "model")
                 if getattr(args, k) is not None}
     conv, mobile = PRESETS[args.arch]
@@ -167,6 +178,32 @@ def resolve_settings(args, root: Path) -> RunSettings:
         balance=args.balance, augment=not args.no_augment, seed=args.seed, device=device,
         model_path=model_path, out=str(args.out or default_run_dir(preset)), visualize=args.visualize,
         explicit=explicit)
+
+
+def resume_settings(args) -> RunSettings:
+    """Settings of an interrupted run, read from its checkpoint-last.pt (--resume)."""
+    from .checkpoint import read_resume_state
+
+    stored, state = read_resume_state(args.resume)
+    known = set(RunSettings.__dataclass_fields__) - {"start_state", "resume"}
+    values = {k: v for k, v in stored.items() if k in known}
+    values.update(input_dim=tuple(values["input_dim"]), explicit=set(values.get("explicit", [])),
+                  name=args.name, roll_number=args.roll_number, out=str(Path(args.resume).parent),
+                  resume=str(args.resume), visualize=args.visualize or values.get("visualize", False))
+    if state["epoch"] >= state["epochs"]:
+        raise UserError(f"{args.resume} is from a run that already finished all {state['epochs']} epochs: "
+                        f"its model is in {Path(args.resume).parent}")
+    settings = RunSettings(**values)
+    settings.start_state = state
+    return settings
+
+
+def interrupted(saver) -> str:
+    """What to tell the user after Ctrl-C during training."""
+    if saver.epoch == 0:
+        return "stopped during the first epoch; nothing was saved and saved models are untouched"
+    return (f"stopped after epoch {saver.epoch} of {saver.epochs}. Best model so far: {saver.best_path}. "
+            f"Continue with: python {Path(__import__('sys').argv[0]).name} --resume {saver.last_path}")
 
 
 def adopt_checkpoint(settings: RunSettings, net) -> RunSettings:
@@ -210,8 +247,7 @@ def finish_run(settings: RunSettings, net, splits, pred, run_dir: Path, seconds:
     from .model import count_parameters
     from .train import predict
 
-    class_names = [str(i) for i in range(settings.num_classes)]
-    metrics = compute_metrics(splits.test_y, pred.labels, pred.probs, class_names)
+    metrics = compute_metrics(splits.test_y, pred.labels, pred.probs, splits.class_names)
     history = getattr(net, "history", {}) or {}
     if settings.is_training:
         train_eval = predict(net, splits.train_x, splits.train_y)
@@ -237,11 +273,9 @@ def save_trained(net, settings: RunSettings, splits, result: RunResult, run_dir:
 
     metrics = {k: v for k, v in result.record.items() if k not in ("history", "settings", "test_metrics")}
     metrics["test_metrics"] = result.metrics
-    train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()
-                  if k not in ("explicit", "name", "roll_number")}
+    train_args = settings.as_dict()
     train_args["class_counts"] = splits.class_counts("train")
-    class_names = [str(i) for i in range(settings.num_classes)]
-    paths = [save(net, run_dir / "model.pt", class_names, train_args, metrics, settings.preset)]
+    paths = [save(net, run_dir / "model.pt", splits.class_names, train_args, metrics, settings.preset)]
     if "model" in settings.explicit:
-        paths.append(save(net, settings.model_path, class_names, train_args, metrics, settings.preset))
+        paths.append(save(net, settings.model_path, splits.class_names, train_args, metrics, settings.preset))
     return paths

@@ -195,9 +195,10 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         augment: random rotation/shift/scale of each training image.
         seed: seeds weight order, batches and augmentation.
         progress: show a progress bar.
-        start_state: resume from this training state (see ``on_epoch_end``).
+        start_state: resume from this training state (see ``on_epoch_end``); the run then
+            continues to the same result an uninterrupted run reaches.
         on_epoch_end: called after each epoch with (net, state), where ``state`` holds the
-            optimizer, scheduler, RNG and history needed to resume.
+            weights, optimizer, scheduler, RNG states, history and best weights needed to resume.
     """
     if training_epochs < 1:
         raise UserError(f"training epochs {training_epochs} must be at least 1")
@@ -225,6 +226,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
                "lr": [], "seconds": [], "best_epoch": 0}
     best_state, best_key, first_epoch = None, None, 1
     if start_state is not None:
+        net.load_state_dict(start_state["model"])
         opt.load_state_dict(start_state["optimizer"])
         if scheduler is not None and start_state.get("scheduler"):
             scheduler.load_state_dict(start_state["scheduler"])
@@ -280,7 +282,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
             tqdm.write(f"epoch {epoch:>3}/{training_epochs}  train loss {loss_sum / seen:.4f} acc {correct / seen:.4f}"
                        f"  |  val loss {val.loss:.4f} acc {val.accuracy:.4f}  |  {history['seconds'][-1]:.1f}s")
         if on_epoch_end is not None:
-            on_epoch_end(net, {"optimizer": opt.state_dict(),
+            on_epoch_end(net, {"model": net.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                                "history": copy.deepcopy(history), "best_state": best_state,
