@@ -130,7 +130,8 @@ def main(args: argparse.Namespace) -> int:
             raise lab.Interrupted(lab.interrupted(saver)) from None
     else:
         splits = lab.load_splits(settings.data, settings.input_dim, settings.num_classes, None,
-                                 settings.val_size, settings.test_size, settings.seed, need_train=False)
+                                 settings.val_size, settings.test_size, settings.seed, need_train=False,
+                                 model_path=settings.model_path)
         print(lab.describe_splits(splits), flush=True)
 
     pred = lab.test(net, None, splits.test_x, splits.test_y)

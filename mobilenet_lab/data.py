@@ -214,6 +214,8 @@ def read_labels(reader: PartReader) -> tuple[list[str], list[int], str]:
     """Find the part's CSV and return (image entries, integer labels, CSV name)."""
     csvs = [f for f in reader.files if f.lower().endswith(".csv")]
     where = reader.path
+    if not reader.files:
+        raise UserError(f"{where} is empty: it needs a CSV of image name and label and the images")
     if not csvs:
         raise UserError(f"no CSV file in {where}: each part needs a CSV of image name and label")
     index = _image_index(reader.files)
@@ -455,13 +457,14 @@ class Splits:
 
 def load_splits(data_dir: str | Path, input_dim: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
                 train_size=None, val_size=0.1, test_size=None, seed: int = 0,
-                need_train: bool = True) -> Splits:
+                need_train: bool = True, model_path: str | None = None) -> Splits:
     """Load the dataset at ``data_dir`` and split its train part into train and validation.
 
     Sizes are counts (int) or fractions (float) of what is available; None means all. The
     validation set is taken first (stratified, seeded) from the train part, then the
     training set from the rest; the test set is a stratified subset of the test part.
     With ``need_train`` off (evaluating a saved model), the train part is not read.
+    ``model_path`` names the saved model that fixed ``num_classes``, for error messages.
     """
     data_dir = Path(data_dir)
     test_part = find_part(data_dir, "test")
@@ -486,6 +489,9 @@ def load_splits(data_dir: str | Path, input_dim: tuple[int, int, int] = (1, 28, 
         tx, ty, vx, vy = empty_x, empty_y, empty_x, empty_y
     for name, part in parts:
         top = int(part.y.max())
+        if top >= num_classes and model_path:
+            raise UserError(f"the {name} part has label {top}, not below the {num_classes} classes of the saved "
+                            f"model {model_path}: use a model trained on these classes, or --train")
         if top >= num_classes:
             raise UserError(f"the {name} part has label {top}, not below --num-classes {num_classes}: "
                             f"raise --num-classes to {top + 1} or fix the labels")
