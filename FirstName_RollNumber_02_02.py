@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train or evaluate a MobileNet-block (or plain conv-block) classifier on an MNIST "
                     "dataset in the assignment's layout (train and test parts: folders or .zip files, each "
                     "an image folder plus a CSV of image name and label).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="Examples: --data ./mnist --train (train and save);  --data ./mnist (evaluate the saved model). "
+               "Build ./mnist with: python -m mobilenet_lab.prepare --out ./mnist --idx ../shared/data/mnist")
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="DIR", default=None,
                       help="dataset folder holding the train and test parts; default: the embedded sample, "
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training images: a count or a fraction of what is left after validation "
                            "(default: all)")
     data.add_argument("--val-size", metavar="N|FRAC", default=DEFAULTS["val_size"],
-                      help="validation images taken (stratified) from the train part: a count or a fraction")
+                      help="validation images taken (stratified) from the train part: a count or a fraction "
+                           "(default: 0.1)")
     data.add_argument("--test-size", metavar="N|FRAC", default=None,
                       help="test images: a count or a fraction of the test part (default: all)")
     data.add_argument("--input-dim", metavar="C,H,W", default=None,
@@ -50,36 +52,39 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--arch", metavar="PRESET", choices=["mobilenet", "conv4"], default="mobilenet",
                        help="architecture preset: mobilenet (conv stem + 6 ConvDw blocks) or conv4 "
-                            "(4 conv blocks); sets the block counts below")
+                            "(4 conv blocks); sets the block counts below (default: mobilenet)")
     model.add_argument("--conv-blocks", metavar="N", type=int, default=None,
                        help="conv_block_count: standard 3x3 conv blocks (default: the preset's)")
     model.add_argument("--mobilenet-blocks", metavar="N", type=int, default=None,
                        help="mobilenet_block_count: ConvDw blocks (default: the preset's)")
     model.add_argument("--model", metavar="PATH", default=None,
                        help="checkpoint to evaluate (default: saved_models/<preset>.pt); with --train, also "
-                            "write the trained model there (without it, it goes only into the run folder)")
+                            "write the trained model there (default: only into the run folder, so the "
+                            "shipped saved models are never replaced by accident)")
     training = p.add_argument_group("training")
     training.add_argument("--train", action="store_true",
                           help="is_training: train from scratch and save (default: off, load the saved model "
                                "and only evaluate)")
-    training.add_argument("--epochs", metavar="N", type=int, default=DEFAULTS["epochs"], help="training epochs")
+    training.add_argument("--epochs", metavar="N", type=int, default=DEFAULTS["epochs"], help="training epochs (default: %(default)s)")
     training.add_argument("--lr", metavar="LR", type=float, default=DEFAULTS["lr"],
-                          help="peak learning rate (one-cycle schedule)")
+                          help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     training.add_argument("--batch-size", metavar="N", type=int, default=DEFAULTS["batch_size"],
-                          help="images per training step")
+                          help="images per training step (default: %(default)s)")
     training.add_argument("--optimizer", metavar="NAME", choices=["adamw", "adam", "sgd"],
-                          default=DEFAULTS["optimizer"], help="adamw, adam or sgd")
+                          default=DEFAULTS["optimizer"], help="adamw, adam or sgd (default: %(default)s)")
     training.add_argument("--loss", metavar="NAME", choices=["ce", "weighted-ce", "label-smoothing", "focal"],
-                          default=DEFAULTS["loss"], help="ce, weighted-ce, label-smoothing or focal")
+                          default=DEFAULTS["loss"],
+                          help="ce, weighted-ce, label-smoothing or focal (default: %(default)s)")
     training.add_argument("--balance", metavar="HOW", choices=["none", "weighted-loss", "sampler"],
                           default=DEFAULTS["balance"],
-                          help="class-imbalance handling: none, weighted-loss or sampler")
+                          help="class-imbalance handling: none, weighted-loss or sampler (default: %(default)s)")
     training.add_argument("--no-augment", action="store_true",
                           help="turn off random rotation/shift/scale of training images (default: on)")
     training.add_argument("--seed", metavar="N", type=int, default=DEFAULTS["seed"],
-                          help="random seed for splits, weights and batches")
+                          help="random seed for splits, weights and batches (default: %(default)s)")
     training.add_argument("--device", metavar="NAME", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                          help="auto picks CUDA or MPS when present, else CPU")
+                          help="auto, cpu, cuda or mps; auto picks CUDA or MPS when present, else the CPU "
+                               "(default: %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", default=None,
                      help="run folder for metrics.json, the trained model and figures "
@@ -91,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the figures (curves, samples, predictions, confusion matrix...) as PNGs "
                           "in the run folder (default: off)")
     out.add_argument("--show", action="store_true",
-                     help="with --visualize, also open the figures in windows when a display exists")
-    out.add_argument("--name", metavar="NAME", default=who["name"], help="your name, printed first")
+                     help="with --visualize, also open the figures in windows when a display exists "
+                          "(default: off)")
+    out.add_argument("--name", metavar="NAME", default=who["name"], help="your name, printed first (default: %(default)s, from student.json)")
     out.add_argument("--roll-number", metavar="ROLL", default=who["roll_number"],
-                     help="your roll number, printed first")
+                     help="your roll number, printed first (default: %(default)s, from student.json)")
     return p
 
 

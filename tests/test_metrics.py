@@ -1,0 +1,180 @@
+"""Metrics against a case computed by hand, their printed table, and metrics.json.
+
+The case: 10 samples of 3 classes,
+    y_true = 0 0 0 0 1 1 1 2 2 2
+    y_pred = 0 0 0 1 1 1 1 2 2 0
+so the confusion matrix (rows true, columns predicted) is
+    [[3, 1, 0],
+     [0, 3, 0],
+     [1, 0, 2]]
+Precision and recall differ per class, so swapping y_true and y_pred would show.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import mobilenet_lab as lab  # noqa: E402
+
+# ``train`` and ``visualize`` are both submodules and lazily exported functions of the package:
+# resolve the functions first, or importing the submodules below would leave ``lab.train`` /
+# ``lab.visualize`` bound to the modules for every later test in this session
+lab.train, lab.visualize  # noqa: B018
+
+from mobilenet_lab.data import Splits  # noqa: E402
+from mobilenet_lab.metrics import compute_metrics, format_metrics, roc_curves  # noqa: E402
+from mobilenet_lab.train import Predictions, predict  # noqa: E402
+
+NAMES = ["0", "1", "2"]
+Y_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+Y_PRED = [0, 0, 0, 1, 1, 1, 1, 2, 2, 0]
+# Softmax-like probabilities whose argmax is Y_PRED. Sample 9 (true 2, predicted 0) still
+# ranks above every negative in column 2, so class 2's AUC is 1 from probabilities, while
+# from hard labels it would be (recall 2/3 + specificity 1) / 2 = 0.833.
+PROBS = [[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.6, 0.2, 0.2], [0.4, 0.5, 0.1], [0.2, 0.7, 0.1],
+         [0.1, 0.7, 0.2], [0.3, 0.6, 0.1], [0.1, 0.2, 0.7], [0.2, 0.2, 0.6], [0.5, 0.2, 0.3]]
+
+# By hand from the confusion matrix above.
+CONFUSION = [[3, 1, 0], [0, 3, 0], [1, 0, 2]]
+PRECISION = [3 / 4, 3 / 4, 2 / 2]               # diagonal / column sums (4, 4, 2)
+RECALL = [3 / 4, 3 / 3, 2 / 3]                  # diagonal / row sums (4, 3, 3)
+F1 = [3 / 4, 6 / 7, 4 / 5]                      # 2PR / (P + R)
+SPECIFICITY = [5 / 6, 6 / 7, 7 / 7]             # TN / (TN + FP): TN 5, 6, 7; FP 1, 1, 0
+F1_MACRO = (3 / 4 + 6 / 7 + 4 / 5) / 3          # 337/420
+F1_WEIGHTED = (4 * 3 / 4 + 3 * 6 / 7 + 3 * 4 / 5) / 10  # support 4, 3, 3: 279/350
+# Multiclass MCC: (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2)), with c = 8
+# correct, s = 10 samples, predicted counts p = (4, 4, 2), true counts t = (4, 3, 3).
+MCC = (8 * 10 - (4 * 4 + 4 * 3 + 2 * 3)) / math.sqrt((100 - 36) * (100 - 34))  # 46 / sqrt(4224)
+# One-vs-rest AUC = share of (positive, negative) pairs ranked right. Class 0: positives score
+# 0.8, 0.7, 0.6, 0.4; negatives 0.2, 0.1, 0.3, 0.1, 0.2, 0.5: 0.4 < 0.5 is the one miss of 24.
+AUC = {"0": 23 / 24, "1": 1.0, "2": 1.0}
+
+
+def pairwise_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AUC counted over all (positive, negative) pairs, ties half: independent of scikit-learn."""
+    pos, neg = scores[positive], scores[~positive]
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+                 / (len(pos) * len(neg)))
+
+
+@pytest.fixture(scope="module")
+def hand_case() -> dict:
+    return compute_metrics(torch.tensor(Y_TRUE), torch.tensor(Y_PRED), torch.tensor(PROBS), NAMES)
+
+
+def test_headline_figures_match_the_hand_computed_case(hand_case):
+    m = hand_case
+    assert m["n"] == 10
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["balanced_accuracy"] == pytest.approx(np.mean(RECALL))
+    assert m["precision_macro"] == pytest.approx(np.mean(PRECISION))
+    assert m["recall_macro"] == pytest.approx(np.mean(RECALL))
+    assert m["specificity_macro"] == pytest.approx(np.mean(SPECIFICITY))
+    assert m["f1_macro"] == pytest.approx(F1_MACRO)
+    assert m["f1_weighted"] == pytest.approx(F1_WEIGHTED)
+    assert m["mcc"] == pytest.approx(MCC)
+    assert m["confusion_matrix"] == CONFUSION
+
+
+def test_per_class_figures_match_the_hand_computed_case(hand_case):
+    for i, name in enumerate(NAMES):
+        row = hand_case["per_class"][name]
+        assert row["precision"] == pytest.approx(PRECISION[i])
+        assert row["recall"] == pytest.approx(RECALL[i])
+        assert row["f1"] == pytest.approx(F1[i])
+        assert row["specificity"] == pytest.approx(SPECIFICITY[i])
+        assert row["support"] == Y_TRUE.count(i)
+
+
+def test_y_true_comes_first():
+    swapped = compute_metrics(Y_PRED, Y_TRUE, None, NAMES)
+    assert swapped["per_class"]["2"]["precision"] == pytest.approx(RECALL[2])  # 2/3, not 1
+    assert swapped["confusion_matrix"] == np.array(CONFUSION).T.tolist()
+
+
+def test_roc_auc_comes_from_probabilities_not_hard_labels(hand_case):
+    assert hand_case["roc_auc_per_class"] == pytest.approx(AUC)
+    assert hand_case["roc_auc_macro"] == pytest.approx(np.mean(list(AUC.values())))
+    y, p = np.array(Y_TRUE), np.array(PROBS)
+    for i, name in enumerate(NAMES):
+        assert hand_case["roc_auc_per_class"][name] == pytest.approx(pairwise_auc(p[:, i], y == i))
+
+
+def test_roc_curves_agree_with_the_aucs_and_skip_absent_classes(hand_case):
+    curves = roc_curves(Y_TRUE, PROBS, NAMES)
+    assert list(curves) == NAMES
+    for name, (fpr, tpr, auc) in curves.items():
+        assert fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+        assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+        assert auc == pytest.approx(hand_case["roc_auc_per_class"][name])
+    four = roc_curves(Y_TRUE, np.hstack([PROBS, np.zeros((10, 1))]), NAMES + ["3"])
+    assert "3" not in four  # no test sample of class 3: no curve, no AUC
+
+
+def test_printed_table_shows_the_figures(hand_case):
+    text = format_metrics(hand_case)
+    assert f"MCC {MCC:.4f}" in text
+    assert f"F1 macro {F1_MACRO:.4f}" in text
+    assert f"ROC AUC macro {np.mean(list(AUC.values())):.4f}" in text
+    assert "confusion matrix" in text
+    assert len(text.splitlines()) >= 3 + len(NAMES) + 1 + len(NAMES)
+
+
+def test_accuracy_and_loss_are_over_samples_not_batches():
+    """With uneven batches (4, 4, 2) the mean of batch accuracies differs from the true one."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(10, 1, 2, 2)
+    y = torch.tensor(Y_TRUE)
+    out = predict(net, x, y, batch_size=4)
+    with torch.no_grad():
+        logits = net(x)
+    assert out.accuracy == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert out.loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)
+
+
+def _root_script():
+    """The root script as a module (its name carries the student's name, so find it)."""
+    path = next(ROOT.glob("*_02_02.py"))
+    spec = importlib.util.spec_from_file_location("root_script_for_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_metrics_json_holds_the_hand_computed_case(tmp_path):
+    """finish_run (what the root script calls) writes the test metrics to metrics.json."""
+    run_dir = tmp_path / "run"
+    args = _root_script().build_parser().parse_args(
+        ["--data", str(tmp_path), "--num-classes", "3", "--out", str(run_dir), "--device", "cpu"])
+    settings = lab.resolve_settings(args, ROOT)
+    net = lab.init_network(1, 0, (1, 28, 28), 3, device="cpu")
+    empty = torch.empty((0, 1, 28, 28), dtype=torch.uint8)
+    splits = Splits(empty, torch.empty(0, dtype=torch.int64), empty, torch.empty(0, dtype=torch.int64),
+                             torch.zeros((10, 1, 28, 28), dtype=torch.uint8), torch.tensor(Y_TRUE), 3, {})
+    pred = Predictions(torch.tensor(Y_PRED), torch.tensor(PROBS), loss=0.5, accuracy=0.8)
+    lab.make_run_dir(run_dir)
+    lab.finish_run(settings, net, splits, pred, run_dir, 1.0)
+
+    record = json.loads((run_dir / "metrics.json").read_text())
+    m = record["test_metrics"]
+    assert record["test_accuracy"] == pytest.approx(0.8)
+    assert record["test_f1_macro"] == pytest.approx(F1_MACRO)
+    assert record["confusion_matrix"] == CONFUSION
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["f1_weighted"] == pytest.approx(F1_WEIGHTED)
+    assert m["mcc"] == pytest.approx(MCC)
+    assert m["roc_auc_per_class"] == pytest.approx(AUC)
+    assert [m["per_class"][n]["f1"] for n in NAMES] == pytest.approx(F1)
+    assert [m["per_class"][n]["specificity"] for n in NAMES] == pytest.approx(SPECIFICITY)
