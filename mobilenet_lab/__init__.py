@@ -1,8 +1,9 @@
 """mobilenet_lab: MNIST classification with MobileNet v1 depthwise-separable blocks.
 
-The assignment's functions: ``MnistCsvDataset`` / ``load_splits`` (data), ``ConvDw`` and
-``init_network`` (model), ``train`` and ``test`` (training), ``save`` and ``load``
-(checkpoints), ``visualize`` (figures).
+The assignment's functions: ``MnistCsvDataset`` / ``load_splits`` (data.py), ``ConvDw`` and
+``init_network`` (model.py), ``train`` and ``test`` (training.py), ``save`` and ``load``
+(checkpoint.py), ``visualize`` (figures.py). No submodule shares a name with a function, so
+``mobilenet_lab.train`` is always the function.
 
 Names are imported on first use, so that ``--help`` and the light modules (errors, student)
 start without loading torch.
@@ -22,8 +23,8 @@ _EXPORTS = {
               "set_normalization"),
     "runs": ("adopt_checkpoint", "describe_splits", "finish_run", "interrupted", "make_run_dir",
              "resolve_settings", "save_trained"),
-    "train": ("Predictions", "predict", "test", "train"),
-    "visualize": ("visualize",),
+    "training": ("Predictions", "evaluate", "test", "train"),
+    "figures": ("visualize",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

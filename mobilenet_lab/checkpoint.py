@@ -98,7 +98,8 @@ def read_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint dict; refuses pickled code and files of another kind."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no saved model at {path}: train one with --train, or pass --model PATH")
+        raise UserError(f"no saved model at {path}: pass --model PATH, or train one with the root "
+                        f"script's --train --model {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -245,12 +245,12 @@ def finish_run(settings: RunSettings, net, splits, pred, run_dir: Path, seconds:
     """Compute the test metrics, gather train/validation figures, write metrics.json."""
     from .metrics import compute_metrics
     from .model import count_parameters
-    from .train import predict
+    from .training import evaluate
 
     metrics = compute_metrics(splits.test_y, pred.labels, pred.probs, splits.class_names)
     history = getattr(net, "history", {}) or {}
     if settings.is_training:
-        train_eval = predict(net, splits.train_x, splits.train_y)
+        train_eval = evaluate(net, splits.train_x, splits.train_y)
         figures = {"train": (train_eval.loss, train_eval.accuracy, "(best-epoch model, no augmentation)"),
                    "validation": (history["val_loss"][history["best_epoch"] - 1],
                                   history["val_acc"][history["best_epoch"] - 1],

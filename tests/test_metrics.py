@@ -34,7 +34,7 @@ lab.train, lab.visualize  # noqa: B018
 
 from mobilenet_lab.data import Splits  # noqa: E402
 from mobilenet_lab.metrics import compute_metrics, format_metrics, roc_curves  # noqa: E402
-from mobilenet_lab.train import Predictions, predict  # noqa: E402
+from mobilenet_lab.training import Predictions, evaluate  # noqa: E402
 
 NAMES = ["0", "1", "2"]
 Y_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -137,7 +137,7 @@ def test_accuracy_and_loss_are_over_samples_not_batches():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     x = torch.randn(10, 1, 2, 2)
     y = torch.tensor(Y_TRUE)
-    out = predict(net, x, y, batch_size=4)
+    out = evaluate(net, x, y, batch_size=4)
     with torch.no_grad():
         logits = net(x)
     assert out.accuracy == pytest.approx(float((logits.argmax(1) == y).float().mean()))

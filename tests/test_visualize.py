@@ -31,7 +31,7 @@ lab.train, lab.visualize  # noqa: B018
 from mobilenet_lab.gradcam import grad_cam  # noqa: E402
 from mobilenet_lab.prepare import load_sample_digits, write_part  # noqa: E402
 
-viz = importlib.import_module("mobilenet_lab.visualize")
+viz = importlib.import_module("mobilenet_lab.figures")
 
 FIGURES = ["01_curves.png", "02_samples.png", "03_predictions.png", "04_confusion_matrix.png",
            "05_per_class.png", "06_filters.png", "07_roc.png", "08_tsne.png", "09_gradcam.png"]

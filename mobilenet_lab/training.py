@@ -116,7 +116,7 @@ def _batches_to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000,
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000,
             loss_fn: nn.Module | None = None) -> Predictions:
     """Run ``net`` over ``x`` in eval mode; loss (cross-entropy unless ``loss_fn``) is over samples."""
     net.eval()
@@ -155,7 +155,7 @@ def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
         load_weights_into(net, model)
     if test_set_x is None:
         raise UserError("test() needs test_set_x, the images to classify")
-    return predict(net, test_set_x, test_set_y)
+    return evaluate(net, test_set_x, test_set_y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
-        val = predict(net, valid_set_x, valid_set_y)
+        val = evaluate(net, valid_set_x, valid_set_y)
         history["epoch"].append(epoch)
         history["train_loss"].append(loss_sum / seen)
         history["train_acc"].append(correct / seen)
