@@ -72,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="images per training step (default: %(default)s)")
     training.add_argument("--optimizer", metavar="NAME", choices=["adamw", "adam", "sgd"],
                           default=DEFAULTS["optimizer"], help="adamw, adam or sgd (default: %(default)s)")
-    training.add_argument("--loss", metavar="NAME", choices=["ce", "weighted-ce", "label-smoothing", "focal"],
+    training.add_argument("--loss", metavar="NAME",
+                          choices=["ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal"],
                           default=DEFAULTS["loss"],
-                          help="ce, weighted-ce, label-smoothing or focal (default: %(default)s)")
+                          help="ce, weighted-ce, balanced-softmax, label-smoothing or focal (default: %(default)s)")
     training.add_argument("--balance", metavar="HOW", choices=["none", "weighted-loss", "sampler"],
                           default=DEFAULTS["balance"],
                           help="class-imbalance handling: none, weighted-loss or sampler (default: %(default)s)")
@@ -115,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
         settings = lab.adopt_checkpoint(settings, net)
     print(f"Name: {settings.name}\nRoll number: {settings.roll_number}\n")
     print("Parameters in effect:\n" + settings.table() + "\n", flush=True)
+    print("Libraries: " + ", ".join(f"{k} {v}" for k, v in lab.versions().items()) + "\n", flush=True)
     run_dir = lab.make_run_dir(settings.out)
 
     if settings.is_training:

@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "checkpoint": ("TrainingSaver", "load", "save"),
+    "checkpoint": ("TrainingSaver", "load", "save", "versions"),
     "data": ("MnistCsvDataset", "load_splits", "sample_dataset"),
     "errors": ("Interrupted", "UserError"),
     "metrics": ("compute_metrics", "format_metrics"),

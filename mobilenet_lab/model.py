@@ -14,7 +14,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from .errors import UserError
 
-BASE_WIDTH = 32       # channels of the first block
+BASE_WIDTH = 48       # channels of the first block
 MAX_WIDTH = 512       # channels stop doubling here
 MIN_DOWNSAMPLE = 8    # a block halves the feature map only while it is at least this big
 

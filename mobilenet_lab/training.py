@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 
-LOSSES = ("ce", "weighted-ce", "label-smoothing", "focal")
+LOSSES = ("ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 BALANCING = ("none", "weighted-loss", "sampler")
 
@@ -47,6 +48,19 @@ class FocalLoss(nn.Module):
         return ((1 - p_true) ** self.gamma * ce).mean()
 
 
+class BalancedSoftmaxLoss(nn.Module):
+    """Balanced softmax (Ren et al. 2020): cross-entropy on logits shifted by the log class
+    prior of the training set. The network then learns class-balanced scores, which suits a
+    test set that is balanced while the training set is not; predictions use the raw logits."""
+
+    def __init__(self, class_counts: torch.Tensor):
+        super().__init__()
+        self.register_buffer("log_prior", torch.log(class_counts.float().clamp(min=1) / class_counts.sum()))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.log_prior, target)
+
+
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights, scaled so that their mean over the samples is 1."""
     counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
@@ -62,6 +76,8 @@ def make_loss(name: str, train_y: torch.Tensor, num_classes: int, balance: str =
     weight = class_weights(train_y, num_classes) if (name == "weighted-ce" or balance == "weighted-loss") else None
     if name == "focal":
         return FocalLoss(weight=weight)
+    if name == "balanced-softmax":
+        return BalancedSoftmaxLoss(torch.bincount(train_y, minlength=num_classes))
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1 if name == "label-smoothing" else 0.0)
 
 
@@ -174,6 +190,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           training_epochs: int = 10, loss_func: str | nn.Module = "ce",
           optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
           balance: str = "none", augment: bool = True, seed: int = 0, progress: bool = True,
+          log_epochs: bool = True,
           start_state: dict | None = None,
           on_epoch_end: Callable[[nn.Module, dict], None] | None = None) -> nn.Module:
     """Train ``net`` and return it holding the weights of its best validation epoch.
@@ -188,13 +205,14 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         valid_set_x, valid_set_y: validation images and labels (picks the best epoch).
         learning_rate: peak learning rate of the one-cycle schedule.
         training_epochs: passes over the training set.
-        loss_func: a loss name (ce, weighted-ce, label-smoothing, focal) or a loss module.
+        loss_func: a loss name (ce, weighted-ce, balanced-softmax, label-smoothing, focal) or a loss module.
         optimizer: an optimizer name (adamw, adam, sgd) or a ready torch optimizer (then no schedule).
         batch_size: images per step.
         balance: class-imbalance handling: none, weighted-loss or sampler.
         augment: random rotation/shift/scale of each training image.
         seed: seeds weight order, batches and augmentation.
-        progress: show a progress bar.
+        progress: show a progress bar (on stderr).
+        log_epochs: print one line of losses and accuracies per epoch (on stdout).
         start_state: resume from this training state (see ``on_epoch_end``); the run then
             continues to the same result an uninterrupted run reaches.
         on_epoch_end: called after each epoch with (net, state), where ``state`` holds the
@@ -278,9 +296,10 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         if best_key is None or key > best_key:
             best_key, history["best_epoch"] = key, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        if progress:
+        if log_epochs:
             tqdm.write(f"epoch {epoch:>3}/{training_epochs}  train loss {loss_sum / seen:.4f} acc {correct / seen:.4f}"
-                       f"  |  val loss {val.loss:.4f} acc {val.accuracy:.4f}  |  {history['seconds'][-1]:.1f}s")
+                       f"  |  val loss {val.loss:.4f} acc {val.accuracy:.4f}  |  {history['seconds'][-1]:.1f}s",
+                       file=sys.stdout)
         if on_epoch_end is not None:
             on_epoch_end(net, {"model": net.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": scheduler.state_dict() if scheduler is not None else None,

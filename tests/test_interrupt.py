@@ -58,3 +58,27 @@ def test_resume_refuses_a_finished_model(tmp_path, tiny_data):
     assert result.returncode == 2 and "already finished" in result.stderr
     result = run_here("--resume", out / "model.pt")
     assert result.returncode == 2 and "not a training state" in result.stderr
+
+
+def test_a_diverging_loss_stops_cleanly_and_saves_nothing(tmp_path, tiny_data):
+    saved = tree_hash(ROOT / "saved_models")
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"the previous model")
+    result = run_here("--data", tiny_data, "--train", "--epochs", "2", "--lr", "1e30", "--optimizer", "sgd",
+                      "--model", target, "--out", tmp_path / "run")
+    assert result.returncode == 2, result.stderr
+    assert "the loss became" in result.stderr and "lower the learning rate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert target.read_bytes() == b"the previous model"  # the previous saved model is untouched
+    assert tree_hash(ROOT / "saved_models") == saved
+
+
+def test_seed_and_library_versions_are_printed_and_stored(tmp_path, tiny_data):
+    result = run_here("--data", tiny_data, "--train", "--epochs", "1", "--train-size", "60", "--val-size", "20",
+                      "--seed", "7", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "seed" in result.stdout and "Libraries: " in result.stdout and "torch " in result.stdout
+    import mobilenet_lab as lab
+    model = lab.load(tmp_path / "run" / "model.pt", device="cpu")
+    assert model.checkpoint["train_args"]["seed"] == 7
+    assert model.checkpoint["versions"]["torch"]
