@@ -17,6 +17,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -70,7 +71,7 @@ class PartReader:
             if self._zip is not None:
                 return self._zip.read(name)
             return (self.path / name).read_bytes()
-        except (zipfile.BadZipFile, OSError, EOFError, zlib_error()) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise UserError(f"cannot read {name} in {self.path} ({exc}): re-create the {self.path.name} part") from exc
 
     def fingerprint(self) -> str:
@@ -92,11 +93,6 @@ class PartReader:
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-    return zlib.error
 
 
 def _hidden(relpath: str) -> bool:

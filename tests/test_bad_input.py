@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import digits, png_bytes, tree_hash, write_folder_part
+from helpers import digits, tree_hash, write_folder_part
 from test_cli import ROOT, assert_clean_failure, run_here
 
 

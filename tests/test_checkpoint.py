@@ -1,7 +1,6 @@
 """save/load round trip, atomic writes, weights-only loading."""
 from __future__ import annotations
 
-import pickle
 
 import pytest
 import torch

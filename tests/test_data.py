@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import digits, png_bytes, write_dataset, write_folder_part
+from helpers import digits, png_bytes, write_folder_part
 from mobilenet_lab import MnistCsvDataset, load_splits
 from mobilenet_lab.data import decode_part, parse_label_table, parse_size
 from mobilenet_lab.errors import UserError
@@ -74,28 +74,23 @@ def test_header_detection_and_column_choice():
     assert names == ["x.png"] and labels == ["5"]
 
 
-def test_split_sizes_counts_fractions_and_stratification():
-    splits = None
+def test_split_sizes_counts_fractions_and_stratification(tmp_path):
+    from mobilenet_lab.prepare import write_part
+
     x, y = digits()
-    # 1,000 digits, imbalanced on purpose: class 0 is rare.
-    keep = np.flatnonzero((y != 0) | (np.arange(len(y)) % 10 == 0))[:1000]
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        from mobilenet_lab.prepare import write_part
-        write_part(folder / "train.zip", "train", x[keep], y[keep])
-        write_part(folder / "test.zip", "test", x[2000:2200], y[2000:2200])
-        splits = load_splits(folder, train_size="0.5", val_size="200", test_size="0.25", seed=1)
-        assert len(splits.val_y) == 200 and len(splits.train_y) == 400 and len(splits.test_y) == 50
-        full = np.bincount(y[keep], minlength=10) / len(keep)
-        for part in ("train", "val"):
-            share = np.array(splits.class_counts(part)) / len(getattr(splits, f"{part}_y"))
-            assert np.abs(share - full).max() < 0.02
-        again = load_splits(folder, train_size="0.5", val_size="200", test_size="0.25", seed=1)
-        assert torch.equal(again.train_x, splits.train_x) and torch.equal(again.val_y, splits.val_y)
-        other = load_splits(folder, train_size="0.5", val_size="200", test_size="0.25", seed=2)
-        assert not torch.equal(other.val_x, splits.val_x)
+    keep = np.flatnonzero((y != 0) | (np.arange(len(y)) % 10 == 0))[:1000]  # class 0 is rare on purpose
+    write_part(tmp_path / "train.zip", "train", x[keep], y[keep])
+    write_part(tmp_path / "test.zip", "test", x[2000:2200], y[2000:2200])
+    splits = load_splits(tmp_path, train_size="0.5", val_size="200", test_size="0.25", seed=1)
+    assert len(splits.val_y) == 200 and len(splits.train_y) == 400 and len(splits.test_y) == 50
+    full = np.bincount(y[keep], minlength=10) / len(keep)
+    for part in ("train", "val"):
+        share = np.array(splits.class_counts(part)) / len(getattr(splits, f"{part}_y"))
+        assert np.abs(share - full).max() < 0.02
+    again = load_splits(tmp_path, train_size="0.5", val_size="200", test_size="0.25", seed=1)
+    assert torch.equal(again.train_x, splits.train_x) and torch.equal(again.val_y, splits.val_y)
+    other = load_splits(tmp_path, train_size="0.5", val_size="200", test_size="0.25", seed=2)
+    assert not torch.equal(other.val_x, splits.val_x)
 
 
 @pytest.mark.parametrize("text,expected", [("100", 100), ("0.25", 0.25), ("1.0", 1.0), (None, None), ("all", None)])
