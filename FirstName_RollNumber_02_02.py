@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 from mobilenet_lab.errors import run_cli  # noqa: E402  (light imports: --help stays fast)
 from mobilenet_lab.student import identity  # noqa: E402
 
-DEFAULTS = dict(epochs=15, lr=3e-3, batch_size=128, optimizer="adamw", loss="ce", balance="none",
+# The recipe the saved models were trained with (Readme.txt, "Saved models").
+DEFAULTS = dict(epochs=20, lr=3e-3, batch_size=128, optimizer="adamw", loss="balanced-softmax", balance="none",
                 val_size="0.1", seed=0)
 
 
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--train", action="store_true",
                           help="is_training: train from scratch and save (default: off, load the saved model "
                                "and only evaluate)")
-    training.add_argument("--epochs", metavar="N", type=int, default=DEFAULTS["epochs"], help="training epochs (default: %(default)s)")
+    training.add_argument("--epochs", metavar="N", type=int, default=DEFAULTS["epochs"],
+                          help="training epochs (default: %(default)s)")
     training.add_argument("--lr", metavar="LR", type=float, default=DEFAULTS["lr"],
                           help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     training.add_argument("--batch-size", metavar="N", type=int, default=DEFAULTS["batch_size"],

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from mobilenet_lab.explain import layer_costs, main, network_flops
-from mobilenet_lab.model import ConvDw, count_parameters, init_network
+from mobilenet_lab.model import BASE_WIDTH, ConvDw, count_parameters, init_network
+
+M, N = BASE_WIDTH, 2 * BASE_WIDTH  # blocks.1 of the mobilenet preset: ConvDw M->N, stride 2
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +21,18 @@ def block_rows(rows):
 
 
 def test_a_known_block_by_hand(mobilenet):
-    """blocks.1 is ConvDw 32->64, stride 2, on a 28x28 map: Df = 14 at the output, Dk = 3."""
+    """blocks.1 is ConvDw M->N (N = 2M), stride 2, on a 28x28 map: Df = 14 at the output, Dk = 3."""
     rows = layer_costs(mobilenet)
     block = next(r for r in rows if r.name.startswith("blocks.1 "))
     depthwise, pointwise = [r for r in rows if r.part_of == block.name]
     mac = 2  # torch.utils.flop_counter counts a multiply-add as 2 FLOPs
-    assert depthwise.flops == mac * 3 * 3 * 32 * 14 * 14          # Dk*Dk*M*Df*Df
-    assert pointwise.flops == mac * 32 * 64 * 14 * 14             # M*N*Df*Df
+    assert depthwise.flops == mac * 3 * 3 * M * 14 * 14          # Dk*Dk*M*Df*Df
+    assert pointwise.flops == mac * M * N * 14 * 14              # M*N*Df*Df
     assert block.flops == depthwise.flops + pointwise.flops
-    assert block.standard_flops == mac * 3 * 3 * 32 * 64 * 14 * 14  # Dk*Dk*M*N*Df*Df
-    assert block.shape == (64, 14, 14) and depthwise.shape == (32, 14, 14)
-    assert block.ratio == pytest.approx(1 / 64 + 1 / 9, rel=1e-12)
-    assert block.params == 3 * 3 * 32 + 2 * 32 + 32 * 64 + 2 * 64  # convs and their batch norms
+    assert block.standard_flops == mac * 3 * 3 * M * N * 14 * 14  # Dk*Dk*M*N*Df*Df
+    assert block.shape == (N, 14, 14) and depthwise.shape == (M, 14, 14)
+    assert block.ratio == pytest.approx(1 / N + 1 / 9, rel=1e-12)
+    assert block.params == 3 * 3 * M + 2 * M + M * N + 2 * N  # convs and their batch norms
 
 
 @pytest.mark.parametrize("conv, mobile, input_dim", [(1, 6, (1, 28, 28)), (0, 4, (3, 64, 64)), (2, 3, (1, 20, 36))])
@@ -40,7 +42,7 @@ def test_every_block_matches_the_formula(conv, mobile, input_dim):
     assert len(rows) == mobile
     for row in rows:
         assert row.ratio == pytest.approx(row.formula, rel=1e-9), row.name
-        assert 1 / 9 < row.ratio < 1 / 9 + 1 / 32 + 1e-12  # 3x3 kernels, at least 32 output channels
+        assert 1 / 9 < row.ratio < 1 / 9 + 1 / BASE_WIDTH + 1e-12  # 3x3 kernels, >= BASE_WIDTH output channels
 
 
 def test_rows_add_up_to_the_whole_network(mobilenet):
@@ -60,8 +62,9 @@ def test_command_prints_the_table_and_totals(capsys):
     header = next(line for line in out.splitlines() if line.startswith("layer"))
     for column in ("output", "params", "FLOPs", "std 3x3 FLOPs", "ratio", "1/N+1/Dk^2"):
         assert column in header
-    assert "blocks.1  ConvDw 32->64 s2" in out and "depthwise 3x3 32->32 s2" in out
-    assert "0.1267      0.1267" in out  # measured beside the formula, for N = 64
+    assert f"blocks.1  ConvDw {M}->{N} s2" in out and f"depthwise 3x3 {M}->{M} s2" in out
+    ratio = f"{1 / N + 1 / 9:.4f}"
+    assert f"{ratio}      {ratio}" in out  # measured beside the formula
     total = next(line for line in out.splitlines() if line.startswith("total"))
     net = init_network(1, 6, device="cpu")
     assert f"{count_parameters(net):,}" in total and f"{network_flops(net):,}" in total
