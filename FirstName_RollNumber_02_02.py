@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--show", action="store_true",
                      help="with --visualize, also open the figures in windows when a display exists "
                           "(default: off)")
-    out.add_argument("--name", metavar="NAME", default=who["name"], help="your name, printed first (default: %(default)s, from student.json)")
+    out.add_argument("--name", metavar="NAME", default=who["name"],
+                     help="your name, printed first (default: %(default)s, from student.json)")
     out.add_argument("--roll-number", metavar="ROLL", default=who["roll_number"],
                      help="your roll number, printed first (default: %(default)s, from student.json)")
     return p
