@@ -242,14 +242,7 @@ def cpu_latency(net, warmup: int = LATENCY_WARMUP, iterations: int = LATENCY_ITE
     model = copy.deepcopy(net).cpu().eval()
     x = torch.randint(0, 256, (1, *model.config.input_dim), dtype=torch.uint8)
     x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + iterations):
-            started = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - started) * 1000)
-    times.sort()
+    times = _call_times_ms(model, x, iterations, warmup)
     return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
             "p90_ms": times[int(0.9 * (len(times) - 1))], "iterations": iterations, "warmup": warmup,
             "threads": torch.get_num_threads()}
@@ -265,7 +258,8 @@ def layer_records(net) -> list[dict]:
              "part_of": r.part_of} for r in layer_costs(net)]
 
 
-def _median_ms(module, x, repeats: int, warmup: int = 3) -> float:
+def _call_times_ms(module, x, repeats: int, warmup: int = 3) -> list[float]:
+    """Sorted wall times in milliseconds of ``repeats`` inference calls, after ``warmup`` calls."""
     import torch
 
     times = []
@@ -275,7 +269,11 @@ def _median_ms(module, x, repeats: int, warmup: int = 3) -> float:
             module(x)
             if i >= warmup:
                 times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+    return sorted(times)
+
+
+def _median_ms(module, x, repeats: int, warmup: int = 3) -> float:
+    return statistics.median(_call_times_ms(module, x, repeats, warmup))
 
 
 def standard_variant(net, iterations: int, repeats: int = 15, batch: int = 32) -> dict:
