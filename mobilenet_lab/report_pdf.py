@@ -766,7 +766,8 @@ class Sections:
         return (f"{what}The two main models, mobilenet ({mr['spec']['conv_blocks']} conv + "
                 f"{mr['spec']['mobilenet_blocks']} MobileNet blocks) and conv4 ({cr['spec']['conv_blocks']} conv "
                 f"blocks), each trained {plural(mr['spec']['epochs'], 'epoch')} on {self.data_text()}, seed "
-                f"{mr['spec']['seed']}, with identical settings (listed in the experimental setup). Machine: "
+                f"{mr['spec']['seed']}, {LOSS_NAMES.get(mr['spec']['loss'], mr['spec']['loss'])} loss, with otherwise "
+                f"identical settings (listed in the experimental setup). Machine: "
                 f"{self.machine_text()}. Time: training and evaluation {secs(mr['wall_seconds'])} (mobilenet) and "
                 f"{secs(cr['wall_seconds'])} (conv4)"
                 + (f"; this section's figures {secs(figure_seconds)}." if figure_seconds >= 0.05 else "."))
@@ -827,6 +828,7 @@ class Sections:
     def setup_section(self) -> list:
         d, res, mr = self.doc, self.res, self.mr
         spec = mr["spec"]
+        base_loss = res.r("balance", "none")["spec"]["loss"]
         lat = mr["latency"]
         story = [d.heading("Experimental setup", 0)]
         story.append(d.p(
@@ -849,9 +851,11 @@ class Sections:
         story.append(d.p(
             f"<b>Training.</b> {OPTIMIZERS.get(spec['optimizer'], spec['optimizer'])} with a one-cycle "
             f"learning-rate schedule peaking at {spec['learning_rate']:g}, batch {spec['batch_size']}, "
-            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss, seed {spec['seed']}; the "
-            f"main models for {plural(res.plan.epochs_main, 'epoch')}, every sweep run for "
-            f"{res.plan.epochs_sweep} (the epochs sweep excepted). Each run's settings are in Appendix A."))
+            f"seed {spec['seed']}. The main models are trained for {plural(res.plan.epochs_main, 'epoch')} with "
+            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss (the recipe of the saved models); every sweep run "
+            f"for {res.plan.epochs_sweep} (the epochs sweep excepted) with {LOSS_NAMES.get(base_loss, base_loss)} "
+            f"loss unless the sweep varies it, so that the loss and imbalance sweeps start from a plain baseline. "
+            f"Each run's settings are in Appendix A."))
         story.append(d.p(
             f"<b>Measures.</b> Accuracy; <i>macro F1</i>, the mean of the {len(res.names)} per-class F1 scores, in "
             f"which every class counts the same however rare; <i>balanced accuracy</i>, the mean per-class recall; "

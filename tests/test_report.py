@@ -57,7 +57,9 @@ def test_the_plan_shares_identical_runs_and_keeps_the_epoch_budget():
     assert [by_name[plan.member("main", a)].epochs for a in ("mobilenet", "conv4")] == [15, 15]
     sweeps = [s for s in plan.runs if s.name not in {n for _, n in plan.groups["main"]}]
     assert all(s.epochs == 3 for s in sweeps if s.name not in {n for _, n in plan.groups["epochs"]})
-    assert sorted(v for v, _ in plan.groups["epochs"]) == [1, 3, 5, 10]
+    assert sorted(v for v, _ in plan.groups["epochs"]) == [1, 2, 3, 5, 10]  # EPOCH_VALUES and the sweep's 3
+    main_specs = [by_name[plan.member("main", a)] for a in ("mobilenet", "conv4")]
+    assert all(s.loss == report.MAIN_LOSS for s in main_specs)  # the saved models' recipe
     # the sweep baseline is one run, shared by every sweep; class weights are one run in two groups
     baseline = plan.member("balance", "none")
     for group in ("loss", "batch", "lr", "epochs", "fraction", "seed"):
