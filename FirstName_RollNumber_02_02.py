@@ -18,11 +18,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from mobilenet_lab.errors import run_cli  # noqa: E402  (light imports: --help stays fast)
+from mobilenet_lab.recipe import DEFAULTS  # noqa: E402  (the saved models' recipe, Readme.txt "Saved models")
 from mobilenet_lab.student import identity  # noqa: E402
-
-# The recipe the saved models were trained with (Readme.txt, "Saved models").
-DEFAULTS = dict(epochs=20, lr=3e-3, batch_size=128, optimizer="adamw", loss="balanced-softmax", balance="none",
-                val_size="0.1", seed=0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ FORMAT = "mobilenet_lab.checkpoint/1"
 
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape a result, read from the installed
-    packages' metadata (importing torchvision and scikit-learn just for this took ~2 s)."""
+    packages' metadata, so that the grader's path need not import torchvision or scikit-learn."""
     from importlib.metadata import PackageNotFoundError, version
     from . import __version__
 

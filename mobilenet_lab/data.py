@@ -128,7 +128,7 @@ def find_part(data_dir: Path, part: str) -> Path:
 
 
 def _read_csv(raw: bytes, where: str) -> "pd.DataFrame":
-    import pandas as pd  # here, not at the top: a cached dataset never reads its CSV (saves ~0.3 s)
+    import pandas as pd  # here, not at the top: a cached dataset never reads its CSV
 
     try:
         table = pd.read_csv(io.BytesIO(raw), header=None, dtype=str, skipinitialspace=True,
@@ -422,7 +422,7 @@ def stratified_pick(y: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, np.
     idx = np.arange(len(y))
     if n >= len(y):
         return idx, idx[:0]
-    from sklearn.model_selection import train_test_split  # imported only for a real split (~0.8 s)
+    from sklearn.model_selection import train_test_split  # imported only for a real split
 
     labels = y.numpy()
     try:

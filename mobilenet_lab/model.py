@@ -3,7 +3,7 @@
 Pattern (the assignment's): input -> conv blocks -> MobileNet blocks -> global average
 pooling -> fc. Both block kinds are built from one conv + BatchNorm + ReLU unit,
 :class:`ConvBNReLU` (what torchvision's ``Conv2dNormActivation`` builds, with the same
-parameter names; written here because importing torchvision costs the grader ~1.5 s).
+parameter names; written here so that loading a model does not import torchvision).
 """
 from __future__ import annotations
 

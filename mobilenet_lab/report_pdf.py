@@ -861,7 +861,8 @@ class Sections:
             f"which every class counts the same however rare; <i>balanced accuracy</i>, the mean per-class recall; "
             f"one-vs-rest ROC AUC. FLOPs are counted for one image with torch.utils.flop_counter (a multiply-add is "
             f"2 FLOPs; batch norm, ReLU and pooling are not counted). CPU latency is the median time of "
-            f"{lat['iterations']} single-image forward passes after {lat['warmup']} warm-up passes with "
+            f"{lat['iterations']} single-image forward passes (batch norms folded into the convolutions, as the "
+            f"evaluation runs them) after {lat['warmup']} warm-up passes with "
             f"{plural(lat['threads'], 'torch thread')}; time per epoch is measured during training and includes the "
             f"validation pass."))
         rows = []
@@ -1129,7 +1130,8 @@ class Sections:
                                                   "predictions with true label, prediction and confidence: "
                                                   "(a) mobilenet, (b) conv4.", max_height=0.8, min_scale=0.9)]
         story += [d.p(t) for t in texts]
-        story.append(d.p("Confidence separates right from wrong only partly: a network trained with cross-entropy is "
+        story.append(d.p("Confidence separates right from wrong only partly: a network trained with a softmax loss "
+                         f"({LOSS_NAMES.get(self.mr['spec']['loss'], self.mr['spec']['loss'])} here) is "
                          "pushed towards confident outputs on its training images, so a test digit that resembles "
                          "another class (the confusion pairs of Section 3) can be misread with high confidence."))
         return story
@@ -1540,7 +1542,8 @@ class Sections:
         runs = dict(res.ok("balance"))
         labels = BALANCE_LABELS
         recalls = {labels.get(v, v): [r["metrics"]["per_class"][n]["recall"] for n in names] for v, r in runs.items()}
-        main_label = f"none, main model ({plural(self.mr['spec']['epochs'], 'epoch')})"
+        main_loss = self.mr["spec"]["loss"]
+        main_label = f"main model: {LOSS_NAMES.get(main_loss, main_loss)}, {plural(self.mr['spec']['epochs'], 'epoch')}"
         recalls[main_label] = [self.mr["metrics"]["per_class"][n]["recall"] for n in names]
         rows2 = [[names[i], num(counts[i])] + [pct(rec[i]) for rec in recalls.values()] for i in order]
         all_runs = list(runs.values()) + [self.mr]
@@ -1688,5 +1691,5 @@ class Sections:
                                          "fraction, s: seed; the optimiser is adamw for all), groups, training images, "
                                          "test accuracy, macro F1, time per epoch and run time.",
                          ["#", "run", "groups", "train", "accuracy", "macro F1", "s / epoch", "time"], rows,
-                         widths=[0.04, 0.35, 0.2, 0.07, 0.1, 0.08, 0.08, 0.08], left_cols=3)
+                         widths=[0.04, 0.33, 0.2, 0.09, 0.1, 0.08, 0.08, 0.08], left_cols=3)
         return story

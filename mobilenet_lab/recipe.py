@@ -1,0 +1,7 @@
+"""The default training recipe: the settings the saved models were trained with.
+
+The root script's flags default to these, and the report's main models and the benchmark
+train with them. No imports here, so that ``--help`` stays fast.
+"""
+DEFAULTS = dict(epochs=20, lr=3e-3, batch_size=128, optimizer="adamw", loss="balanced-softmax", balance="none",
+                val_size="0.1", seed=0)

@@ -1,0 +1,99 @@
+"""The benchmark runs every section on a tiny dataset and writes its JSON; the reference recipe
+is the PyTorch example's network; ``prepare --full`` keeps every training digit. No timing is
+asserted: the figures only have to be measured (positive) and consistent with each other."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from mobilenet_lab import bench
+from mobilenet_lab.prepare import load_sample_digits, prepare
+from mobilenet_lab.reference import ReferenceNet
+
+
+def run_bench(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = bench.main([str(a) for a in args])
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    status, stdout, stderr = run_bench("--data", tiny_data, "--full-data", tiny_data, "--epochs", 2,
+                                       "--reference-epochs", 1, "--steps", 2, "--eval-images", 40, "--out", out)
+    assert status == 0, stderr
+    return json.loads(out.read_text()), stdout
+
+
+def test_every_section_is_measured_and_written(tiny_bench):
+    result, stdout = tiny_bench
+    assert set(bench.SECTIONS) <= set(result)
+    assert result["decode"]["images"] == 300 and result["decode"]["cold_images_per_second"] > 0
+    assert 0 < result["decode"]["warm_seconds"]
+    for preset in ("mobilenet", "conv4"):
+        rates = result["throughput"]["presets"][preset]
+        assert {"train | chosen: channels_last, batch 128", "train | contiguous memory", "train | 1 torch thread",
+                "eval | chosen: folded BN, batch 128", "eval | unfolded BN"} <= set(rates)
+        assert all(rate > 0 for rate in rates.values())
+    assert result["memory"]["training_run_peak_mb"] > 50  # torch alone takes more than this
+    assert result["grader"]["cold_seconds"] > 0 and len(result["grader"]["runs"]) == 3
+    assert len({run["test_accuracy"] for run in result["grader"]["runs"]}) == 1  # cold and warm agree
+    assert "grader: cold" in stdout and "results:" in stdout
+
+
+def test_the_race_records_each_epoch_for_both_recipes(tiny_bench):
+    race = tiny_bench[0]["accuracy"]
+    assert race["sizes"] == {"train": 300, "test": 100}
+    assert race["default"]["epochs"] == 2 and len(race["default"]["test_acc"]) == 2
+    assert race["reference"]["parameters"] == 1_199_882  # the example's network
+    for recipe in ("default", "reference"):
+        record = race[recipe]
+        assert 0 <= record["data_wait_share"] <= 1
+        assert all(0 < d <= s for d, s in zip(record["data_seconds"], record["step_seconds"]))
+        for target, seconds in record["time_to"].items():  # reached at the first epoch at or above target
+            hit = [i for i, acc in enumerate(record["test_acc"]) if acc >= float(target)]
+            assert (seconds is None) == (not hit)
+            if hit:
+                assert seconds == pytest.approx(sum(record["seconds"][:hit[0] + 1]))
+
+
+def test_reference_net_is_the_pytorch_example():
+    net = ReferenceNet()
+    out = net(torch.zeros(2, 1, 28, 28))
+    assert out.shape == (2, 10) and torch.allclose(out.exp().sum(1), torch.ones(2))  # log-softmax
+    assert net.fc1.in_features == 9216 and net.fc1.out_features == 128
+
+
+def test_time_to_reads_the_first_epoch_at_target():
+    assert bench.time_to([0.98, 0.991, 0.996], [10.0, 20.0, 30.0], 0.99) == 30.0
+    assert bench.time_to([0.98, 0.991, 0.996], [10.0, 20.0, 30.0], 0.995) == 60.0
+    assert bench.time_to([0.98], [10.0], 0.99) is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/nonexistent/mnist"], "mobilenet_lab.prepare"),
+    (["--sections", "decode,speed"], "unknown section speed"),
+    (["--steps", "0"], "at least 1"),
+])
+def test_bad_arguments_give_one_line(tiny_data, args, message):
+    if args[0] != "--data":
+        args = ["--data", str(tiny_data), *args]
+    status, stdout, stderr = run_bench(*args)
+    assert status == 2 and message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_prepare_full_keeps_every_training_digit(tmp_path):
+    summary = prepare(tmp_path, full=True)
+    _, y = load_sample_digits()
+    assert sum(summary["train_counts"]) == len(y) - 1000 and summary["imbalance"] is None
+    assert sum(summary["test_counts"]) == 1000
+    natural = prepare(tmp_path / "imbalanced")
+    assert sum(natural["train_counts"]) < sum(summary["train_counts"])
+    assert max(natural["train_counts"]) / min(natural["train_counts"]) > 5  # capped by what the sample has
