@@ -94,7 +94,8 @@ class PartReader:
 
 
 def _hidden(relpath: str) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(relpath).parts)
+    """A dot-file, or anything in a dot-folder or a zip's __MACOSX folder ("/"-separated path)."""
+    return relpath.startswith((".", "__MACOSX/")) or "/." in relpath or "/__MACOSX/" in relpath
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import UserError
+from .malloc import keep_freed_memory
 from .model import MobileNetLab, fused_for_inference
 
 # Channels-last runs the depthwise convolutions about twice as fast as contiguous on CPU
@@ -145,6 +146,7 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, bat
     A MobileNetLab network runs as a copy with its batch norms folded into the convolutions
     (``fused_for_inference``) unless ``fuse`` is off; ``net`` itself is only switched to eval mode.
     """
+    keep_freed_memory()
     net.eval()
     if fuse and isinstance(net, MobileNetLab):
         net = fused_for_inference(net)
@@ -261,6 +263,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"unknown imbalance handling '{balance}': choose one of {', '.join(BALANCING)}")
     if len(train_set_y) == 0 or len(valid_set_y) == 0:
         raise UserError("training needs a non-empty training and validation set: check the split sizes")
+    keep_freed_memory()
     device = next(net.parameters()).device
     num_classes = net.fc.out_features
     torch.manual_seed(seed)

@@ -122,6 +122,49 @@ def test_roc_curves_agree_with_the_aucs_and_skip_absent_classes(hand_case):
     assert "3" not in four  # no test sample of class 3: no curve, no AUC
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_figure_agrees_with_scikit_learn(seed):
+    """compute_metrics is numpy (for start-up speed); scikit-learn is the reference. The
+    case is random and imbalanced, with tied probabilities (rounded to 0.1), a class never
+    predicted and a class absent from y_true (no AUC for it)."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    k, n = 5, 400
+    y_true = rng.choice([0, 1, 2, 3], size=n, p=[0.55, 0.25, 0.15, 0.05])  # class 4 absent
+    y_pred = np.where(rng.random(n) < 0.7, y_true, rng.choice([0, 1, 3, 4], size=n))  # 2 only if true
+    probs = np.round(rng.dirichlet(np.ones(k), size=n), 1)
+    m = compute_metrics(torch.tensor(y_true), torch.tensor(y_pred), torch.tensor(probs), [str(i) for i in range(k)])
+    labels = list(range(k))
+    p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    assert m["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred))
+    for average in ("macro", "weighted"):
+        assert m[f"f1_{average}"] == pytest.approx(
+            skm.f1_score(y_true, y_pred, labels=labels, average=average, zero_division=0))
+        assert m[f"precision_{average}"] == pytest.approx(
+            skm.precision_score(y_true, y_pred, labels=labels, average=average, zero_division=0))
+        assert m[f"recall_{average}"] == pytest.approx(
+            skm.recall_score(y_true, y_pred, labels=labels, average=average, zero_division=0))
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y_true, y_pred))
+    for i in range(k):
+        row = m["per_class"][str(i)]
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+            (p[i], r[i], f[i], support[i]))
+    expected_auc = {str(i): skm.roc_auc_score(y_true == i, probs[:, i]) for i in range(4)}
+    assert m["roc_auc_per_class"] == pytest.approx(expected_auc)
+    assert m["roc_auc_macro"] == pytest.approx(np.mean(list(expected_auc.values())))
+
+
+def test_degenerate_cases_give_zero_not_nan():
+    """One class only: MCC is undefined (0, as scikit-learn gives), no AUC; empty input: zeros."""
+    m = compute_metrics([1, 1, 1], [1, 1, 1], [[0.1, 0.9]] * 3, ["0", "1"])
+    assert m["mcc"] == 0.0 and m["accuracy"] == 1.0 and m["roc_auc_macro"] is None
+    empty = compute_metrics(np.array([], dtype=int), np.array([], dtype=int), None, ["0", "1"])
+    assert empty["accuracy"] == 0.0 and empty["f1_macro"] == 0.0 and empty["confusion_matrix"] == [[0, 0], [0, 0]]
+
+
 def test_printed_table_shows_the_figures(hand_case):
     text = format_metrics(hand_case)
     assert f"MCC {MCC:.4f}" in text
@@ -178,3 +221,24 @@ def test_metrics_json_holds_the_hand_computed_case(tmp_path):
     assert m["roc_auc_per_class"] == pytest.approx(AUC)
     assert [m["per_class"][n]["f1"] for n in NAMES] == pytest.approx(F1)
     assert [m["per_class"][n]["specificity"] for n in NAMES] == pytest.approx(SPECIFICITY)
+
+
+def test_the_grader_path_does_not_import_scikit_learn():
+    """Evaluating a saved model must not pay for importing scikit-learn and scipy (about 2 s)."""
+    import subprocess
+
+    code = ("import sys; import mobilenet_lab as lab; "
+            "[getattr(lab, n) for n in ('load', 'load_splits', 'test', 'finish_run', 'compute_metrics')]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'pandas')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_keep_freed_memory_is_optional(monkeypatch):
+    """The malloc tuning is skipped on request (and off glibc); it never raises."""
+    from mobilenet_lab.malloc import keep_freed_memory
+
+    monkeypatch.setenv("MOBILENET_LAB_MALLOC", "default")
+    assert keep_freed_memory.__wrapped__() is False
+    monkeypatch.delenv("MOBILENET_LAB_MALLOC")
+    assert keep_freed_memory.__wrapped__() in (True, False)
