@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--balance", metavar="HOW", choices=["none", "weighted-loss", "sampler"],
                           default=DEFAULTS["balance"],
                           help="class-imbalance handling: none, weighted-loss or sampler (default: %(default)s)")
+    training.add_argument("--average-decay", metavar="DECAY", type=float, default=DEFAULTS["average_decay"],
+                          help="keep an exponential moving average of the weights with this decay; validation, "
+                               "the best epoch and the saved model use the average; 0 turns it off "
+                               "(default: %(default)s)")
     training.add_argument("--no-augment", action="store_true",
                           help="turn off random rotation/shift/scale of training images (default: on)")
     training.add_argument("--seed", metavar="N", type=int, default=DEFAULTS["seed"],
@@ -132,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
             net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y,
                             settings.learning_rate, settings.epochs, settings.loss, settings.optimizer,
                             batch_size=settings.batch_size, balance=settings.balance, augment=settings.augment,
-                            seed=settings.seed, progress=sys.stderr.isatty(), start_state=settings.start_state,
+                            seed=settings.seed, average_decay=settings.average_decay or None, progress=sys.stderr.isatty(), start_state=settings.start_state,
                             on_epoch_end=saver)
         except KeyboardInterrupt:
             raise lab.Interrupted(lab.interrupted(saver)) from None

@@ -38,7 +38,8 @@ NUM_CLASSES = 10
 SEED = 0
 VAL_FRACTION = 0.1               # of the train part, as the root script's default --val-size
 QUICK_SIZES = {"train": 400, "val": 100, "test": 200}
-# The main models repeat the saved models' recipe (recipe.DEFAULTS: 20 epochs, balanced softmax);
+# The main models repeat the saved models' recipe (recipe.DEFAULTS: 20 epochs, balanced softmax,
+# weight averaging);
 # the sweeps train 2 epochs each so that the whole plan fits 90 minutes on a 2-core CPU.
 EPOCHS_MAIN, EPOCHS_SWEEP = DEFAULTS["epochs"], 2
 MAIN_LOSS = DEFAULTS["loss"]
@@ -73,12 +74,14 @@ class RunSpec:
     seed: int = SEED
     optimizer: str = "adamw"
     augment: bool = True
+    average_decay: float = 0.0  # weight averaging (training.WeightAverage); 0: off
 
     @property
     def name(self) -> str:
         return (f"c{self.conv_blocks}m{self.mobilenet_blocks}-e{self.epochs}-lr{self.learning_rate:g}"
                 f"-b{self.batch_size}-{self.loss}-{self.balance}-f{self.train_fraction:g}-s{self.seed}"
-                f"-{self.optimizer}{'' if self.augment else '-noaug'}")
+                f"-{self.optimizer}{'' if self.augment else '-noaug'}"
+                f"{f'-avg{self.average_decay:g}' if self.average_decay else ''}")
 
     @property
     def arch(self) -> str:
@@ -136,7 +139,8 @@ def build_plan(epochs_main: int = EPOCHS_MAIN, epochs_sweep: int = EPOCHS_SWEEP,
     mobile = PRESETS["mobilenet"]
     base = RunSpec(*mobile, epochs_sweep)
     for preset in ("mobilenet", "conv4"):
-        plan.add("main", preset, RunSpec(*PRESETS[preset], epochs_main, loss=MAIN_LOSS))
+        plan.add("main", preset, RunSpec(*PRESETS[preset], epochs_main, loss=MAIN_LOSS,
+                                         average_decay=DEFAULTS["average_decay"]))
     for conv in GRID_CONV:
         for mob in GRID_MOBILE:
             if conv + mob and (conv <= 2 or mob == 0):  # conv 4 only alone: the conv4 preset
@@ -490,7 +494,8 @@ def execute(spec: RunSpec, data: DataContext, run_dir: Path, device: str, main_r
     try:
         net = train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, spec.learning_rate,
                     spec.epochs, spec.loss, spec.optimizer, batch_size=spec.batch_size, balance=spec.balance,
-                    augment=spec.augment, seed=spec.seed, progress=progress, start_state=start_state,
+                    augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay or None,
+                    progress=progress, start_state=start_state,
                     on_epoch_end=EpochReporter(saver, spec, plan_left_after), log_epochs=False)
     except TrainingDiverged as exc:  # a sweep value can be too large: record it, go on with the plan
         record.update(status="diverged", message=str(exc), wall_seconds=time.perf_counter() - started,

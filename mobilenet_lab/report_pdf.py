@@ -53,6 +53,13 @@ SILHOUETTE_DIMS = 50  # Section 6: features are reduced by PCA to this many dime
 EDGE_SHARE = 0.25    # Section 5: a kernel is edge-like when |sum of weights| < this share of sum |weights|
 
 
+def averaging(spec: dict) -> str:
+    """How a run averaged its weights, as a phrase to follow "trained with ... loss"."""
+    decay = spec.get("average_decay") or 0
+    return (f" and an exponential moving average of the weights (decay {decay:g}), which validation, the "
+            f"choice of the best epoch and the test use" if decay else "")
+
+
 # ---------------------------------------------------------------------------------------------
 # Number formats (every number in the text goes through one of these).
 # ---------------------------------------------------------------------------------------------
@@ -852,7 +859,8 @@ class Sections:
             f"<b>Training.</b> {OPTIMIZERS.get(spec['optimizer'], spec['optimizer'])} with a one-cycle "
             f"learning-rate schedule peaking at {spec['learning_rate']:g}, batch {spec['batch_size']}, "
             f"seed {spec['seed']}. The main models are trained for {plural(res.plan.epochs_main, 'epoch')} with "
-            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss (the recipe of the saved models); every sweep run "
+            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss{averaging(spec)} (the recipe of the saved models); "
+            f"every sweep run "
             f"for {res.plan.epochs_sweep} (the epochs sweep excepted) with {LOSS_NAMES.get(base_loss, base_loss)} "
             f"loss unless the sweep varies it, so that the loss and imbalance sweeps start from a plain baseline. "
             f"Each run's settings are in Appendix A."))
@@ -1543,7 +1551,8 @@ class Sections:
         labels = BALANCE_LABELS
         recalls = {labels.get(v, v): [r["metrics"]["per_class"][n]["recall"] for n in names] for v, r in runs.items()}
         main_loss = self.mr["spec"]["loss"]
-        main_label = f"main model: {LOSS_NAMES.get(main_loss, main_loss)}, {plural(self.mr['spec']['epochs'], 'epoch')}"
+        main_label = (f"main model: {LOSS_NAMES.get(main_loss, main_loss)}, {plural(self.mr['spec']['epochs'], 'epoch')}"
+                      + (", weight average" if self.mr["spec"].get("average_decay") else ""))
         recalls[main_label] = [self.mr["metrics"]["per_class"][n]["recall"] for n in names]
         rows2 = [[names[i], num(counts[i])] + [pct(rec[i]) for rec in recalls.values()] for i in order]
         all_runs = list(runs.values()) + [self.mr]

@@ -43,6 +43,7 @@ class RunSettings:
     explicit: set[str] = field(default_factory=set)
     resume: str | None = None
     start_state: dict | None = field(default=None, repr=False)  # the training state --resume continues
+    average_decay: float = 0.0  # 0: no weight averaging (and what checkpoints from before it mean)
 
     def as_dict(self) -> dict:
         """The settings as plain values (stored in checkpoints and metrics.json)."""
@@ -55,7 +56,8 @@ class RunSettings:
         shown = {k: v for k, v in vars(self).items()
                  if k not in ("name", "roll_number", "explicit", "start_state") and not (k == "resume" and v is None)}
         if not self.is_training:  # these only matter when training
-            for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment"):
+            for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment",
+                      "average_decay"):
                 shown.pop(k)
         width = max(len(k) for k in shown)
         return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
@@ -161,6 +163,9 @@ def resolve_settings(args, root: Path) -> RunSettings:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1")
     if not args.lr > 0:
         raise UserError(f"--lr {args.lr} must be a positive number, e.g. 0.003")
+    if not 0 <= args.average_decay < 1:
+        raise UserError(f"--average-decay {args.average_decay} must be at least 0 and below 1, e.g. 0.999 "
+                        f"(0 turns weight averaging off)")
     if args.data is not None and not Path(args.data).exists():
         raise UserError(f"dataset path {args.data} does not exist: build it with "
                         f"'python -m mobilenet_lab.prepare --out {args.data} --idx ../shared/data/mnist', "
@@ -175,7 +180,8 @@ def resolve_settings(args, root: Path) -> RunSettings:
         conv_block_count=conv, mobilenet_block_count=mobile, input_dim=input_dim, num_classes=num_classes,
         train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, epochs=args.epochs,
         learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer, loss=args.loss,
-        balance=args.balance, augment=not args.no_augment, seed=args.seed, device=device,
+        balance=args.balance, augment=not args.no_augment, seed=args.seed, average_decay=args.average_decay,
+        device=device,
         model_path=model_path, out=str(args.out or default_run_dir(preset)), visualize=args.visualize,
         explicit=explicit)
 
