@@ -26,7 +26,8 @@ def run_bench(*args) -> tuple[int, str, str]:
 def tiny_bench(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     status, stdout, stderr = run_bench("--data", tiny_data, "--full-data", tiny_data, "--epochs", 2,
-                                       "--reference-epochs", 1, "--steps", 2, "--eval-images", 40, "--warm-runs", 1, "--out", out)
+                                       "--reference-epochs", 1, "--steps", 2, "--eval-images", 40,
+                                       "--warm-runs", 1, "--out", out)
     assert status == 0, stderr
     return json.loads(out.read_text()), stdout
 
