@@ -137,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
             net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y,
                             settings.learning_rate, settings.epochs, settings.loss, settings.optimizer,
                             batch_size=settings.batch_size, balance=settings.balance, augment=settings.augment,
-                            seed=settings.seed, average_decay=settings.average_decay or None,
+                            seed=settings.seed, average_decay=settings.average_decay,
                             progress=sys.stderr.isatty(), start_state=settings.start_state, on_epoch_end=saver)
         except KeyboardInterrupt:
             raise lab.Interrupted(lab.interrupted(saver)) from None

@@ -251,7 +251,7 @@ def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int) -> dict:
     # reference recipe's does.
     train(net, train_x, train_y, splits.test_x, splits.test_y, DEFAULTS["lr"], epochs, DEFAULTS["loss"],
           DEFAULTS["optimizer"], batch_size=DEFAULTS["batch_size"], balance=DEFAULTS["balance"],
-          seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"] or None, progress=False, log_epochs=True)
+          seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"], progress=False, log_epochs=True)
     ours_wall = time.perf_counter() - started
     h = net.history
     ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle AdamW peak lr {DEFAULTS['lr']:g}, batch "

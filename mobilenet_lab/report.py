@@ -494,7 +494,7 @@ def execute(spec: RunSpec, data: DataContext, run_dir: Path, device: str, main_r
     try:
         net = train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, spec.learning_rate,
                     spec.epochs, spec.loss, spec.optimizer, batch_size=spec.batch_size, balance=spec.balance,
-                    augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay or None,
+                    augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay,
                     progress=progress, start_state=start_state,
                     on_epoch_end=EpochReporter(saver, spec, plan_left_after), log_epochs=False)
     except TrainingDiverged as exc:  # a sweep value can be too large: record it, go on with the plan

@@ -280,7 +280,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         seed: seeds weight order, batches and augmentation.
         average_decay: keep an exponential moving average of the weights with this decay
             (e.g. 0.999; see :class:`WeightAverage`); validation, the best epoch and the
-            returned weights then come from the average. None: plain weights.
+            returned weights then come from the average. None or 0: plain weights.
         progress: show a progress bar (on stderr).
         log_epochs: print one line of losses and accuracies per epoch (on stdout).
         start_state: resume from this training state (see ``on_epoch_end``); the run then
