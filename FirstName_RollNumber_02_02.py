@@ -83,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep an exponential moving average of the weights with this decay; validation, "
                                "the best epoch and the saved model use the average; 0 turns it off "
                                "(default: %(default)s)")
+    training.add_argument("--elastic", metavar="PX", type=float, default=DEFAULTS["elastic"],
+                          help="also bend each training image by a smooth random field of up to PX pixels "
+                               "(elastic distortion); 0 keeps only rotation/shift/scale (default: %(default)s)")
     training.add_argument("--no-augment", action="store_true",
-                          help="turn off random rotation/shift/scale of training images (default: on)")
+                          help="turn off random rotation/shift/scale (and elastic distortion) of training "
+                               "images (default: on)")
     training.add_argument("--seed", metavar="N", type=int, default=DEFAULTS["seed"],
                           help="random seed for splits, weights and batches (default: %(default)s)")
     training.add_argument("--device", metavar="NAME", choices=["auto", "cpu", "cuda", "mps"], default="auto",
@@ -137,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
             net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y,
                             settings.learning_rate, settings.epochs, settings.loss, settings.optimizer,
                             batch_size=settings.batch_size, balance=settings.balance, augment=settings.augment,
-                            seed=settings.seed, average_decay=settings.average_decay,
+                            seed=settings.seed, average_decay=settings.average_decay, elastic=settings.elastic,
                             progress=sys.stderr.isatty(), start_state=settings.start_state, on_epoch_end=saver)
         except KeyboardInterrupt:
             raise lab.Interrupted(lab.interrupted(saver)) from None

@@ -152,6 +152,7 @@ def _train_rate(preset: str, x, y, batch_size: int, memory_format, threads: int,
     import torch
 
     from .model import PRESETS, init_network, set_normalization
+    from .recipe import DEFAULTS
     from .training import make_batch, train_step
 
     before = torch.get_num_threads()
@@ -168,7 +169,7 @@ def _train_rate(preset: str, x, y, batch_size: int, memory_format, threads: int,
         for step in range(3 + steps):  # 3 warm-up steps
             idx = torch.randint(0, len(y), (batch_size,), generator=generator)
             started = time.perf_counter()
-            xb = make_batch(x, idx, generator, True, torch.device("cpu"), memory_format)
+            xb = make_batch(x, idx, generator, True, torch.device("cpu"), memory_format, DEFAULTS["elastic"])
             train_step(net, opt, loss_fn, xb, y[idx])
             if step >= 3:
                 timed += time.perf_counter() - started
@@ -251,12 +252,14 @@ def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int) -> dict:
     # reference recipe's does.
     train(net, train_x, train_y, splits.test_x, splits.test_y, DEFAULTS["lr"], epochs, DEFAULTS["loss"],
           DEFAULTS["optimizer"], batch_size=DEFAULTS["batch_size"], balance=DEFAULTS["balance"],
-          seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"], progress=False, log_epochs=True)
+          seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"],
+          progress=False, log_epochs=True)
     ours_wall = time.perf_counter() - started
     h = net.history
     ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle AdamW peak lr {DEFAULTS['lr']:g}, batch "
                        f"{DEFAULTS['batch_size']}, {DEFAULTS['loss']} loss, weight average (decay "
-                       f"{DEFAULTS['average_decay']:g}), in-memory uint8 batches, batched augmentation, channels_last"),
+                       f"{DEFAULTS['average_decay']:g}), in-memory uint8 batches, batched augmentation (affine + "
+                       f"elastic {DEFAULTS['elastic']:g} px), channels_last"),
             "parameters": count_parameters(net), "epochs": epochs, "test_acc": h["val_acc"],
             "seconds": h["seconds"], "step_seconds": h["step_seconds"], "data_seconds": h["data_seconds"],
             "wall_seconds": ours_wall}

@@ -75,13 +75,15 @@ class RunSpec:
     optimizer: str = "adamw"
     augment: bool = True
     average_decay: float = 0.0  # weight averaging (training.WeightAverage); 0: off
+    elastic: float = 0.0  # elastic distortion in pixels (training.random_distort); 0: affine only
 
     @property
     def name(self) -> str:
         return (f"c{self.conv_blocks}m{self.mobilenet_blocks}-e{self.epochs}-lr{self.learning_rate:g}"
                 f"-b{self.batch_size}-{self.loss}-{self.balance}-f{self.train_fraction:g}-s{self.seed}"
                 f"-{self.optimizer}{'' if self.augment else '-noaug'}"
-                f"{f'-avg{self.average_decay:g}' if self.average_decay else ''}")
+                f"{f'-avg{self.average_decay:g}' if self.average_decay else ''}"
+                f"{f'-el{self.elastic:g}' if self.elastic and self.augment else ''}")
 
     @property
     def arch(self) -> str:
@@ -140,7 +142,7 @@ def build_plan(epochs_main: int = EPOCHS_MAIN, epochs_sweep: int = EPOCHS_SWEEP,
     base = RunSpec(*mobile, epochs_sweep)
     for preset in ("mobilenet", "conv4"):
         plan.add("main", preset, RunSpec(*PRESETS[preset], epochs_main, loss=MAIN_LOSS,
-                                         average_decay=DEFAULTS["average_decay"]))
+                                         average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"]))
     for conv in GRID_CONV:
         for mob in GRID_MOBILE:
             if conv + mob and (conv <= 2 or mob == 0):  # conv 4 only alone: the conv4 preset
@@ -345,12 +347,12 @@ def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tup
     import torch.nn.functional as F
 
     from .model import init_network
-    from .training import make_optimizer, random_affine
+    from .training import make_optimizer, random_distort
 
     rates = {}
     generator = torch.Generator().manual_seed(0)
-    for key in sorted({(s.conv_blocks, s.mobilenet_blocks, s.batch_size) for s in specs}):
-        conv, mob, batch = key
+    for key in sorted({(s.conv_blocks, s.mobilenet_blocks, s.batch_size, s.elastic) for s in specs}):
+        conv, mob, batch, elastic = key
         net = init_network(conv, mob, INPUT_DIM, NUM_CLASSES, device=device).train()
         net.to(memory_format=torch.channels_last)
         opt = make_optimizer("adamw", net.parameters(), 1e-3)
@@ -359,7 +361,8 @@ def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tup
         times = []
         for i in range(steps + 1):
             started = time.perf_counter()
-            xb = random_affine(x.float().div_(255.0), generator).to(device).contiguous(memory_format=torch.channels_last)
+            xb = random_distort(x.float().div_(255.0), generator, elastic=elastic)
+            xb = xb.to(device).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(net(xb), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -494,7 +497,7 @@ def execute(spec: RunSpec, data: DataContext, run_dir: Path, device: str, main_r
     try:
         net = train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, spec.learning_rate,
                     spec.epochs, spec.loss, spec.optimizer, batch_size=spec.batch_size, balance=spec.balance,
-                    augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay,
+                    augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay, elastic=spec.elastic,
                     progress=progress, start_state=start_state,
                     on_epoch_end=EpochReporter(saver, spec, plan_left_after), log_epochs=False)
     except TrainingDiverged as exc:  # a sweep value can be too large: record it, go on with the plan

@@ -51,6 +51,14 @@ BALANCE_LABELS = {"none": "none", "weighted-loss": "weighted loss", "sampler": "
 MIN_FIGURE_SCALE = 0.72  # a figure shrinks down to this to fill the rest of a page
 SILHOUETTE_DIMS = 50  # Section 6: features are reduced by PCA to this many dimensions, as figures.plot_tsne does
 EDGE_SHARE = 0.25    # Section 5: a kernel is edge-like when |sum of weights| < this share of sum |weights|
+ELASTIC_SETUP = "; the main models' images are also bent by a smooth random elastic field (see Training)"
+
+
+def elastic_phrase(spec: dict) -> str:
+    """The elastic distortion a run's augmentation added, as a phrase to follow "trained with ... loss"."""
+    pixels = spec.get("elastic") or 0
+    on = pixels and spec.get("augment", True)
+    return f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else ""
 
 
 def averaging(spec: dict) -> str:
@@ -846,7 +854,7 @@ class Sections:
             f"taken from the training part first; it picks the best epoch, whose weights are the ones tested. Sizes: "
             f"{self.data_text()}. Images are {self.hw} grayscale, standardised with the mean and standard deviation "
             f"of the training images; every training batch is augmented with a random rotation, shift and scale per "
-            f"image. Class counts are in Section 9."))
+            f"image{ELASTIC_SETUP if spec.get('elastic') else ''}. Class counts are in Section 9."))
         story.append(d.p(
             f"<b>Models.</b> Every network is input → conv blocks → MobileNet blocks → global average pooling → "
             f"fully connected layer. A conv block is a {self.kc}×{self.kc} convolution with batch norm and ReLU; a "
@@ -859,7 +867,7 @@ class Sections:
             f"<b>Training.</b> {OPTIMIZERS.get(spec['optimizer'], spec['optimizer'])} with a one-cycle "
             f"learning-rate schedule peaking at {spec['learning_rate']:g}, batch {spec['batch_size']}, "
             f"seed {spec['seed']}. The main models are trained for {plural(res.plan.epochs_main, 'epoch')} with "
-            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss{averaging(spec)} (the recipe of the saved models); "
+            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss{elastic_phrase(spec)}{averaging(spec)} (the recipe of the saved models); "
             f"every sweep run "
             f"for {res.plan.epochs_sweep} (the epochs sweep excepted) with {LOSS_NAMES.get(base_loss, base_loss)} "
             f"loss unless the sweep varies it, so that the loss and imbalance sweeps start from a plain baseline. "
@@ -1552,7 +1560,8 @@ class Sections:
         recalls = {labels.get(v, v): [r["metrics"]["per_class"][n]["recall"] for n in names] for v, r in runs.items()}
         main_loss = self.mr["spec"]["loss"]
         main_label = (f"main model: {LOSS_NAMES.get(main_loss, main_loss)}, {plural(self.mr['spec']['epochs'], 'epoch')}"
-                      + (", weight average" if self.mr["spec"].get("average_decay") else ""))
+                      + (", weight average" if self.mr["spec"].get("average_decay") else "")
+                      + (", elastic" if self.mr["spec"].get("elastic") else ""))
         recalls[main_label] = [self.mr["metrics"]["per_class"][n]["recall"] for n in names]
         rows2 = [[names[i], num(counts[i])] + [pct(rec[i]) for rec in recalls.values()] for i in order]
         all_runs = list(runs.values()) + [self.mr]

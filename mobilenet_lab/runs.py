@@ -44,6 +44,7 @@ class RunSettings:
     resume: str | None = None
     start_state: dict | None = field(default=None, repr=False)  # the training state --resume continues
     average_decay: float = 0.0  # 0: no weight averaging (and what checkpoints from before it mean)
+    elastic: float = 0.0  # pixels of elastic distortion; 0: affine augmentation only (checkpoints from before it)
 
     def as_dict(self) -> dict:
         """The settings as plain values (stored in checkpoints and metrics.json)."""
@@ -57,7 +58,7 @@ class RunSettings:
                  if k not in ("name", "roll_number", "explicit", "start_state") and not (k == "resume" and v is None)}
         if not self.is_training:  # these only matter when training
             for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment",
-                      "average_decay"):
+                      "average_decay", "elastic"):
                 shown.pop(k)
         width = max(len(k) for k in shown)
         return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
@@ -137,6 +138,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
     """Turn the root script's arguments into the settings in effect (presets, defaults, paths)."""
     from .data import sample_dataset
     from .model import PRESETS, check_config, default_device
+    from .training import MAX_ELASTIC
 
     if getattr(args, "resume", None):
         return resume_settings(args)
@@ -166,6 +168,9 @@ def resolve_settings(args, root: Path) -> RunSettings:
     if not 0 <= args.average_decay < 1:
         raise UserError(f"--average-decay {args.average_decay} must be at least 0 and below 1, e.g. 0.999 "
                         f"(0 turns weight averaging off)")
+    if not 0 <= args.elastic <= MAX_ELASTIC:
+        raise UserError(f"--elastic {args.elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5 "
+                        f"(0 keeps the augmentation affine)")
     if args.data is not None and not Path(args.data).exists():
         raise UserError(f"dataset path {args.data} does not exist: build it with "
                         f"'python -m mobilenet_lab.prepare --out {args.data} --idx ../shared/data/mnist', "
@@ -181,6 +186,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
         train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, epochs=args.epochs,
         learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer, loss=args.loss,
         balance=args.balance, augment=not args.no_augment, seed=args.seed, average_decay=args.average_decay,
+        elastic=args.elastic if not args.no_augment else 0.0,
         device=device,
         model_path=model_path, out=str(args.out or default_run_dir(preset)), visualize=args.visualize,
         explicit=explicit)

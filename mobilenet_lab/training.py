@@ -1,7 +1,7 @@
 """Training and testing: ``train`` and ``test`` with the assignment's signatures.
 
 Data stay in memory as uint8 tensors; each step indexes a batch, augments it on the tensor
-(random affine, per image) and feeds it to the network in channels_last layout, which is
+(random affine and, when asked, elastic distortion, per image) and feeds it to the network in channels_last layout, which is
 about twice as fast as contiguous on CPU for depthwise convolutions. No DataLoader workers:
 there is no per-item decoding left to parallelise.
 """
@@ -29,6 +29,7 @@ MEMORY_FORMAT = torch.channels_last
 LOSSES = ("ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 BALANCING = ("none", "weighted-loss", "sampler")
+MAX_ELASTIC = 4.0  # pixels; beyond this a 28x28 digit stops looking like its class
 
 
 class TrainingDiverged(UserError):
@@ -101,13 +102,22 @@ def make_optimizer(name: str, params, learning_rate: float, weight_decay: float 
 # ---------------------------------------------------------------------------------------------
 # Batched augmentation on tensors.
 # ---------------------------------------------------------------------------------------------
-def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-                  translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
-    """Rotate, shift and scale each image of a float batch (N, C, H, W) by its own random amount.
+ELASTIC_GRID = 5  # the elastic field's random offsets sit on this many x this many points (7 px apart)
 
+
+def random_distort(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
+                   translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), elastic: float = 0.0) -> torch.Tensor:
+    """Rotate, shift and scale each image of a float batch (N, C, H, W) by its own random amount,
+    and with ``elastic`` > 0 also bend it (Simard et al. 2003, "elastic distortions").
+
+    The elastic field is smooth: uniform random offsets of up to ``elastic`` pixels on an
+    ``ELASTIC_GRID`` x ``ELASTIC_GRID`` lattice, upsampled bicubically to the image and added to
+    the affine map, so one ``grid_sample`` does both. Strokes bend and thicken locally as
+    handwriting does, which the rare classes of the imbalanced set have too few images to show.
+    With ``elastic`` 0 the random draws are those of the affine alone, so older runs repeat.
     Pixels that come from outside the image are 0 (MNIST's black background).
     """
-    n = x.shape[0]
+    n, _, height, width = x.shape
     rand = torch.rand(n, 4, generator=generator)
     angle = (rand[:, 0] * 2 - 1) * math.radians(degrees)
     factor = scale[0] + rand[:, 1] * (scale[1] - scale[0])
@@ -115,6 +125,11 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if elastic > 0:
+        offsets = torch.rand(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator) * 2 - 1
+        field = F.interpolate(offsets, size=(height, width), mode="bicubic", align_corners=True)
+        pixel = torch.tensor([2 / width, 2 / height])  # one pixel in affine_grid coordinates (x, y)
+        grid = grid + field.permute(0, 2, 3, 1).to(x.dtype) * (elastic * pixel).to(x.dtype)
     return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -192,11 +207,12 @@ def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
 # Training.
 # ---------------------------------------------------------------------------------------------
 def make_batch(x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, augment: bool,
-               device: torch.device, memory_format=MEMORY_FORMAT) -> torch.Tensor:
-    """The float batch ``x[idx]`` in [0, 1], augmented when asked, on ``device`` in ``memory_format``."""
+               device: torch.device, memory_format=MEMORY_FORMAT, elastic: float = 0.0) -> torch.Tensor:
+    """The float batch ``x[idx]`` in [0, 1], augmented when asked (``elastic``: see
+    :func:`random_distort`), on ``device`` in ``memory_format``."""
     xb = x[idx].float().div_(255.0)
     if augment:
-        xb = random_affine(xb, generator)
+        xb = random_distort(xb, generator, elastic=elastic)
     return _batches_to(xb, device, memory_format)
 
 
@@ -255,7 +271,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           training_epochs: int = 10, loss_func: str | nn.Module = "ce",
           optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
           balance: str = "none", augment: bool = True, seed: int = 0, average_decay: float | None = None,
-          progress: bool = True, log_epochs: bool = True,
+          elastic: float = 0.0, progress: bool = True, log_epochs: bool = True,
           start_state: dict | None = None,
           on_epoch_end: Callable[[nn.Module, dict], None] | None = None) -> nn.Module:
     """Train ``net`` and return it holding the weights of its best validation epoch.
@@ -277,6 +293,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         batch_size: images per step.
         balance: class-imbalance handling: none, weighted-loss or sampler.
         augment: random rotation/shift/scale of each training image.
+        elastic: with ``augment``, also bend each training image by a smooth random field of
+            up to this many pixels (see :func:`random_distort`); 0: affine only.
         seed: seeds weight order, batches and augmentation.
         average_decay: keep an exponential moving average of the weights with this decay
             (e.g. 0.999; see :class:`WeightAverage`); validation, the best epoch and the
@@ -293,6 +311,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"training epochs {training_epochs} must be at least 1")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be at least 1")
+    if not 0 <= elastic <= MAX_ELASTIC:
+        raise UserError(f"elastic distortion {elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
     if balance not in BALANCING:
         raise UserError(f"unknown imbalance handling '{balance}': choose one of {', '.join(BALANCING)}")
     if len(train_set_y) == 0 or len(valid_set_y) == 0:
@@ -344,7 +364,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         for step in bar:
             fetched = time.perf_counter()
             idx = order[step * batch_size:(step + 1) * batch_size]
-            xb = make_batch(train_set_x, idx, generator, augment, device)
+            xb = make_batch(train_set_x, idx, generator, augment, device, elastic=elastic)
             yb = train_set_y[idx].to(device)
             data_seconds += time.perf_counter() - fetched  # the step waits for its data this long
             loss, logits = train_step(net, opt, loss_fn, xb, yb)

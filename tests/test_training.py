@@ -1,4 +1,4 @@
-"""The weight average (training.WeightAverage) and its use in train()."""
+"""The batched augmentation (training.random_distort) and the weight average (training.WeightAverage)."""
 from __future__ import annotations
 
 import sys
@@ -13,12 +13,58 @@ if str(ROOT) not in sys.path:
 
 import mobilenet_lab as lab  # noqa: E402
 from mobilenet_lab.errors import UserError  # noqa: E402
-from mobilenet_lab.training import WeightAverage  # noqa: E402
+from mobilenet_lab.training import WeightAverage, random_distort  # noqa: E402
 
 
 def small_net() -> torch.nn.Module:
     torch.manual_seed(0)
     return lab.init_network(1, 1, (1, 12, 12), 3, device="cpu")
+
+
+def digit_batch() -> torch.Tensor:
+    """Eight 28x28 images, each a bright bar on black, in [0, 1]."""
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0
+    return x
+
+
+def test_without_elastic_the_distortion_is_the_affine_map_alone():
+    """elastic=0 draws only the affine's random numbers (older runs repeat); the identity affine
+    leaves the images as they are."""
+    x = digit_batch()
+    same = random_distort(x, torch.Generator().manual_seed(0), degrees=0, translate=0, scale=(1, 1))
+    assert torch.allclose(same, x, atol=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    random_distort(x, generator)
+    after_affine = torch.Generator().manual_seed(0)
+    torch.rand(8, 4, generator=after_affine)
+    assert torch.equal(generator.get_state(), after_affine.get_state())
+
+
+def test_elastic_bends_each_image_its_own_way_by_at_most_the_amplitude():
+    x = digit_batch()
+    plain = dict(degrees=0, translate=0, scale=(1, 1))
+    bent = random_distort(x, torch.Generator().manual_seed(0), elastic=1.5, **plain)
+    assert bent.shape == x.shape and bent.dtype == x.dtype
+    assert not torch.allclose(bent, x, atol=1e-3)
+    assert not torch.allclose(bent[0], bent[1], atol=1e-3)  # a field per image
+    assert bent.min() >= 0 and bent.max() <= 1  # bilinear sampling of [0, 1] stays in [0, 1]
+    # No pixel moves further than the amplitude (bicubic overshoot aside): rows and columns more
+    # than 2 pixels from the bar stay black.
+    assert bent[:, :, :, :10].abs().max() == 0 and bent[:, :, :, 18:].abs().max() == 0
+    assert bent[:, :, :4].abs().max() == 0 and bent[:, :, 24:].abs().max() == 0
+    # A smooth field moves, thins and thickens strokes but does not erase them.
+    assert (bent.sum((1, 2, 3)) > 0.5 * x.sum((1, 2, 3))).all()
+    again = random_distort(x, torch.Generator().manual_seed(0), elastic=1.5, **plain)
+    assert torch.equal(bent, again)  # seeded: runs repeat
+
+
+@pytest.mark.parametrize("elastic", [-0.5, 4.5, float("nan")])
+def test_train_refuses_an_elastic_amplitude_out_of_range(elastic):
+    x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
+    y = torch.arange(8) % 3
+    with pytest.raises(UserError, match="elastic"):
+        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", elastic=elastic, progress=False, log_epochs=False)
 
 
 def test_the_average_follows_the_formula_with_its_warm_up():
@@ -63,7 +109,7 @@ def test_train_returns_the_averaged_weights_of_the_best_epoch():
         judged[state["epoch"]] = {k: v.clone() for k, v in network.state_dict().items()}
 
     net = lab.train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 3, "ce", batch_size=16,
-                    average_decay=0.9, progress=False, log_epochs=False, on_epoch_end=keep)
+                    average_decay=0.9, elastic=1.0, progress=False, log_epochs=False, on_epoch_end=keep)
     h = net.history
     for k, v in net.state_dict().items():
         assert torch.equal(v, judged[h["best_epoch"]][k]), k
