@@ -271,7 +271,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           training_epochs: int = 10, loss_func: str | nn.Module = "ce",
           optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
           balance: str = "none", augment: bool = True, seed: int = 0, average_decay: float | None = None,
-          elastic: float = 0.0, progress: bool = True, log_epochs: bool = True,
+          elastic: float = 0.0, checks_per_epoch: int = 1, progress: bool = True, log_epochs: bool = True,
           start_state: dict | None = None,
           on_epoch_end: Callable[[nn.Module, dict], None] | None = None) -> nn.Module:
     """Train ``net`` and return it holding the weights of its best validation epoch.
@@ -299,6 +299,11 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         average_decay: keep an exponential moving average of the weights with this decay
             (e.g. 0.999; see :class:`WeightAverage`); validation, the best epoch and the
             returned weights then come from the average. None or 0: plain weights.
+        checks_per_epoch: judge the validation set this many times per epoch, evenly spaced, the
+            last at the epoch's end. Every check goes to ``history["checks"]`` (epoch reached,
+            seconds of training and checks so far, accuracy) for time-to-accuracy measurements;
+            only the epoch's end picks the best epoch. Checks count in ``seconds``, not in
+            ``step_seconds``.
         progress: show a progress bar (on stderr).
         log_epochs: print one line of losses and accuracies per epoch (on stdout).
         start_state: resume from this training state (see ``on_epoch_end``); the run then
@@ -313,6 +318,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"batch size {batch_size} must be at least 1")
     if not 0 <= elastic <= MAX_ELASTIC:
         raise UserError(f"elastic distortion {elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
+    if checks_per_epoch < 1:
+        raise UserError(f"checks per epoch {checks_per_epoch} must be at least 1")
     if balance not in BALANCING:
         raise UserError(f"unknown imbalance handling '{balance}': choose one of {', '.join(BALANCING)}")
     if len(train_set_y) == 0 or len(valid_set_y) == 0:
@@ -335,7 +342,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
     average = WeightAverage(net, average_decay) if average_decay else None
     judged = average.module if average is not None else net  # the weights validation sees
     history = {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [],
-               "lr": [], "seconds": [], "step_seconds": [], "data_seconds": [], "best_epoch": 0}
+               "lr": [], "seconds": [], "step_seconds": [], "data_seconds": [], "checks": [], "best_epoch": 0}
     best_state, best_key, first_epoch = None, None, 1
     if start_state is not None:
         net.load_state_dict(start_state["model"])
@@ -345,7 +352,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         generator.set_state(start_state["generator"])
         torch.set_rng_state(start_state["torch_rng"])
         history = copy.deepcopy(start_state["history"])
-        for key in ("step_seconds", "data_seconds"):  # absent from checkpoints of older versions
+        for key in ("step_seconds", "data_seconds", "checks"):  # absent from checkpoints of older versions
             history.setdefault(key, [])
         best_state = start_state["best_state"]
         if average is not None:
@@ -354,11 +361,14 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         best_key = (history["val_acc"][history["best_epoch"] - 1], -history["val_loss"][history["best_epoch"] - 1])
         first_epoch = len(history["epoch"]) + 1
 
+    # The steps after which an epoch's mid-way checks run.
+    check_steps = {round(k * steps_per_epoch / checks_per_epoch) for k in range(1, checks_per_epoch)} - {0}
     for epoch in range(first_epoch, training_epochs + 1):
         net.train()
         started = time.perf_counter()
+        earlier_seconds = sum(history["seconds"])
         order = _batch_order(train_set_y, balance, generator)
-        seen, loss_sum, correct, data_seconds = 0, 0.0, 0, 0.0
+        seen, loss_sum, correct, data_seconds, check_seconds = 0, 0.0, 0, 0.0, 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{training_epochs}", unit="batch",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for step in bar:
@@ -380,16 +390,25 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
             correct += int((logits.argmax(1) == yb).sum())
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            if step + 1 in check_steps:
+                checked = time.perf_counter()
+                accuracy = evaluate(judged, valid_set_x, valid_set_y).accuracy
+                net.train()  # evaluate() left it in eval mode when it is the judged network
+                history["checks"].append({"epoch": epoch - 1 + (step + 1) / steps_per_epoch, "accuracy": accuracy,
+                                          "seconds": earlier_seconds + time.perf_counter() - started})
+                check_seconds += time.perf_counter() - checked
         bar.close()
-        step_seconds = time.perf_counter() - started
+        step_seconds = time.perf_counter() - started - check_seconds
         val = evaluate(judged, valid_set_x, valid_set_y)
+        seconds = time.perf_counter() - started
+        history["checks"].append({"epoch": epoch, "accuracy": val.accuracy, "seconds": earlier_seconds + seconds})
         history["epoch"].append(epoch)
         history["train_loss"].append(loss_sum / seen)
         history["train_acc"].append(correct / seen)
         history["val_loss"].append(val.loss)
         history["val_acc"].append(val.accuracy)
         history["lr"].append(opt.param_groups[0]["lr"])
-        history["seconds"].append(time.perf_counter() - started)
+        history["seconds"].append(seconds)
         history["step_seconds"].append(step_seconds)
         history["data_seconds"].append(data_seconds)
         key = (val.accuracy, -val.loss)

@@ -117,3 +117,25 @@ def test_train_returns_the_averaged_weights_of_the_best_epoch():
     val = lab.evaluate(net, x[64:], y[64:])
     assert val.accuracy == pytest.approx(h["val_acc"][best])
     assert val.loss == pytest.approx(h["val_loss"][best], rel=1e-4)
+
+
+@pytest.mark.parametrize("average_decay", [None, 0.9])
+def test_checks_within_an_epoch_record_progress_without_changing_the_training(average_decay):
+    """Mid-epoch checks (for the benchmark's time to accuracy) only look: the trained weights and
+    the epochs' figures are those of a run with one check an epoch."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (96, 1, 12, 12), dtype=torch.uint8)
+    y = torch.arange(96) % 3
+    runs = {n: lab.train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 2, "ce", batch_size=16,
+                         average_decay=average_decay, checks_per_epoch=n, progress=False, log_epochs=False)
+            for n in (1, 4)}
+    for k, v in runs[1].state_dict().items():
+        assert torch.equal(v, runs[4].state_dict()[k]), k
+    assert runs[1].history["val_acc"] == runs[4].history["val_acc"]
+    checks = runs[4].history["checks"]
+    assert [c["epoch"] for c in checks] == [0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
+    assert [c["accuracy"] for c in checks[3::4]] == runs[4].history["val_acc"]
+    assert all(a["seconds"] < b["seconds"] for a, b in zip(checks, checks[1:]))
+    assert checks[-1]["seconds"] == pytest.approx(sum(runs[4].history["seconds"]))
+    with pytest.raises(UserError, match="checks per epoch"):
+        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", checks_per_epoch=0, progress=False, log_epochs=False)
