@@ -73,7 +73,7 @@ def test_accuracy(net: nn.Module, loader: DataLoader) -> tuple[float, float]:
 
 
 def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                    epochs: int, seed: int = 1, stop_at: float | None = None,
+                    epochs: int, seed: int = 1, stop_at: float | None = None, checks_per_epoch: int = 1,
                     on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train the example recipe, testing after every epoch as the example does.
 
@@ -81,13 +81,16 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
         train_x, train_y, test_x, test_y: uint8 images (N, 1, 28, 28) and labels.
         epochs: most epochs to train.
         seed: the example's default seed is 1.
-        stop_at: stop once the test accuracy reaches this (None: train every epoch).
+        stop_at: stop once an epoch's test accuracy reaches this (None: train every epoch).
+        checks_per_epoch: test this many times per epoch, evenly spaced, the last at the epoch's
+            end, as :func:`mobilenet_lab.training.train` does; every check goes to ``checks``.
         on_epoch_end: called with the history after each epoch.
 
     Returns:
         history: per epoch ``test_acc``, ``test_loss``, ``seconds`` (training and test pass),
         ``step_seconds`` (the training loop) and ``data_seconds`` (of it, waiting for the
-        DataLoader), plus ``parameters``.
+        DataLoader), plus ``parameters`` and ``checks`` (epoch reached, seconds of training and
+        tests so far, test accuracy).
     """
     torch.manual_seed(seed)
     net = ReferenceNet()
@@ -96,11 +99,14 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
     opt = torch.optim.Adadelta(net.parameters(), lr=LEARNING_RATE)
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=GAMMA)
     history = {"epoch": [], "test_loss": [], "test_acc": [], "seconds": [], "step_seconds": [],
-               "data_seconds": [], "parameters": sum(p.numel() for p in net.parameters())}
+               "data_seconds": [], "checks": [], "parameters": sum(p.numel() for p in net.parameters())}
+    steps = len(train_loader)
+    check_steps = {round(k * steps / checks_per_epoch) for k in range(1, checks_per_epoch)} - {0}
     for epoch in range(1, epochs + 1):
         net.train()
         started = time.perf_counter()
-        data_seconds, batches = 0.0, iter(train_loader)
+        earlier_seconds = sum(history["seconds"])
+        data_seconds, check_seconds, step, batches = 0.0, 0.0, 0, iter(train_loader)
         while True:
             fetched = time.perf_counter()
             try:
@@ -112,12 +118,21 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
             loss = F.nll_loss(net(xb), yb)
             loss.backward()
             opt.step()
-        step_seconds = time.perf_counter() - started
+            step += 1
+            if step in check_steps:
+                checked = time.perf_counter()
+                accuracy = test_accuracy(net, test_loader)[1]
+                net.train()
+                history["checks"].append({"epoch": epoch - 1 + step / steps, "accuracy": accuracy,
+                                          "seconds": earlier_seconds + time.perf_counter() - started})
+                check_seconds += time.perf_counter() - checked
+        step_seconds = time.perf_counter() - started - check_seconds
         scheduler.step()
         test_loss, test_acc = test_accuracy(net, test_loader)
+        seconds = time.perf_counter() - started
+        history["checks"].append({"epoch": epoch, "accuracy": test_acc, "seconds": earlier_seconds + seconds})
         for key, value in (("epoch", epoch), ("test_loss", test_loss), ("test_acc", test_acc),
-                           ("seconds", time.perf_counter() - started), ("step_seconds", step_seconds),
-                           ("data_seconds", data_seconds)):
+                           ("seconds", seconds), ("step_seconds", step_seconds), ("data_seconds", data_seconds)):
             history[key].append(value)
         if on_epoch_end is not None:
             on_epoch_end(history)

@@ -27,7 +27,7 @@ def tiny_bench(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     status, stdout, stderr = run_bench("--data", tiny_data, "--full-data", tiny_data, "--epochs", 2,
                                        "--reference-epochs", 1, "--steps", 2, "--eval-images", 40,
-                                       "--warm-runs", 1, "--out", out)
+                                       "--warm-runs", 1, "--elastic", 0.5, "--checks", 3, "--out", out)
     assert status == 0, stderr
     return json.loads(out.read_text()), stdout
 
@@ -50,20 +50,26 @@ def test_every_section_is_measured_and_written(tiny_bench):
     assert "grader: cold" in stdout and "results:" in stdout
 
 
-def test_the_race_records_each_epoch_for_both_recipes(tiny_bench):
+def test_the_race_records_each_check_for_both_recipes(tiny_bench):
     race = tiny_bench[0]["accuracy"]
-    assert race["sizes"] == {"train": 300, "test": 100}
+    assert race["sizes"] == {"train": 300, "test": 100} and race["checks_per_epoch"] == 3
     assert race["default"]["epochs"] == 2 and len(race["default"]["test_acc"]) == 2
     assert race["reference"]["parameters"] == 1_199_882  # the example's network
+    assert "elastic 0.5 px" in race["default"]["recipe"]  # --elastic reaches the race
     for recipe in ("default", "reference"):
         record = race[recipe]
         assert 0 <= record["data_wait_share"] <= 1
         assert all(0 < d <= s for d, s in zip(record["data_seconds"], record["step_seconds"]))
-        for target, seconds in record["time_to"].items():  # reached at the first epoch at or above target
-            hit = [i for i, acc in enumerate(record["test_acc"]) if acc >= float(target)]
-            assert (seconds is None) == (not hit)
-            if hit:
-                assert seconds == pytest.approx(sum(record["seconds"][:hit[0] + 1]))
+        checks = record["checks"]  # 3 a epoch: 300 images make 3 steps of the default's batch, 5 of the reference's
+        assert len(checks) == 3 * record["epochs"]
+        assert [c["epoch"] for c in checks][2::3] == list(range(1, record["epochs"] + 1))
+        assert all(a["seconds"] < b["seconds"] for a, b in zip(checks, checks[1:]))
+        ends = checks[2::3]  # each epoch's last check is its end-of-epoch test pass
+        assert [c["accuracy"] for c in ends] == pytest.approx(record["test_acc"])
+        assert ends[-1]["seconds"] == pytest.approx(sum(record["seconds"]))
+        for target, seconds in record["time_to"].items():  # reached at the first check at or above target
+            hit = [c["seconds"] for c in checks if c["accuracy"] >= float(target)]
+            assert seconds == (hit[0] if hit else None)
 
 
 def test_reference_net_is_the_pytorch_example():
@@ -73,16 +79,18 @@ def test_reference_net_is_the_pytorch_example():
     assert net.fc1.in_features == 9216 and net.fc1.out_features == 128
 
 
-def test_time_to_reads_the_first_epoch_at_target():
-    assert bench.time_to([0.98, 0.991, 0.996], [10.0, 20.0, 30.0], 0.99) == 30.0
-    assert bench.time_to([0.98, 0.991, 0.996], [10.0, 20.0, 30.0], 0.995) == 60.0
-    assert bench.time_to([0.98], [10.0], 0.99) is None
+def test_time_to_reads_the_first_check_at_target():
+    checks = [{"accuracy": a, "seconds": s} for a, s in ((0.98, 10.0), (0.991, 30.0), (0.989, 45.0), (0.996, 60.0))]
+    assert bench.time_to(checks, 0.99) == 30.0
+    assert bench.time_to(checks, 0.995) == 60.0
+    assert bench.time_to(checks[:1], 0.99) is None
 
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "/nonexistent/mnist"], "mobilenet_lab.prepare"),
     (["--sections", "decode,speed"], "unknown section speed"),
     (["--steps", "0"], "at least 1"),
+    (["--elastic", "9"], "--elastic 9 must be between 0 and 4"),
 ])
 def test_bad_arguments_give_one_line(tiny_data, args, message):
     if args[0] != "--data":
