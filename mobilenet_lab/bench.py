@@ -15,8 +15,8 @@ Sections (each printed as it finishes; all of them written to ``--out`` as JSON)
               ``--checks`` times per epoch, wall time (training and tests) to the first check at
               99.0% and 99.5%, and the share of each training step spent waiting for data.
   memory      peak resident memory of a training run of the root script (1 epoch on
-              ``--data``; data and weights are held for the whole run, so more epochs do not
-              grow it) and of this benchmark process.
+              ``--data``; data and weights are held for the whole run, but the peak varies
+              from run to run: see Readme.txt) and of this benchmark process.
   grader      the grader's command, ``python <root script> --data DIR``, as a whole process:
               cold (empty decode cache) and warm, and warm with glibc's default malloc
               settings (see malloc.py) for comparison.
@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-data", metavar="DIR", type=Path, default=None,
                    help="MNIST's full 60,000/10,000 split for the time-to-accuracy race, built with "
                         "python -m mobilenet_lab.prepare --full (default: none, the race is skipped)")
-    p.add_argument("--epochs", metavar="N", type=int, default=4,
+    # 6, not 4: the 4-epoch schedule reached 99.0% sooner but missed 99.5% in one of two runs (0.9949).
+    p.add_argument("--epochs", metavar="N", type=int, default=6,
                    help="epochs of the default recipe in the race (default: %(default)s)")
     p.add_argument("--reference-epochs", metavar="N", type=int, default=3,
                    help="most epochs of the reference recipe; it stops once it reaches 99.5%% (default: %(default)s)")
