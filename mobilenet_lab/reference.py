@@ -18,6 +18,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .training import mid_epoch_check_steps
+
 MEAN, STD = 0.1307, 0.3081
 BATCH_SIZE, TEST_BATCH_SIZE = 64, 1000
 LEARNING_RATE, GAMMA = 1.0, 0.7
@@ -101,7 +103,7 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
     history = {"epoch": [], "test_loss": [], "test_acc": [], "seconds": [], "step_seconds": [],
                "data_seconds": [], "checks": [], "parameters": sum(p.numel() for p in net.parameters())}
     steps = len(train_loader)
-    check_steps = {round(k * steps / checks_per_epoch) for k in range(1, checks_per_epoch)} - {0}
+    check_steps = mid_epoch_check_steps(steps, checks_per_epoch)
     for epoch in range(1, epochs + 1):
         net.train()
         started = time.perf_counter()

@@ -266,6 +266,11 @@ def _batch_order(y: torch.Tensor, balance: str, generator: torch.Generator) -> t
     return torch.randperm(len(y), generator=generator)
 
 
+def mid_epoch_check_steps(steps_per_epoch: int, checks_per_epoch: int) -> set[int]:
+    """The step counts (1-based) after which an epoch's checks before its end run, evenly spaced."""
+    return {round(k * steps_per_epoch / checks_per_epoch) for k in range(1, checks_per_epoch)} - {0}
+
+
 def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           valid_set_x: torch.Tensor, valid_set_y: torch.Tensor, learning_rate: float = 3e-3,
           training_epochs: int = 10, loss_func: str | nn.Module = "ce",
@@ -361,8 +366,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         best_key = (history["val_acc"][history["best_epoch"] - 1], -history["val_loss"][history["best_epoch"] - 1])
         first_epoch = len(history["epoch"]) + 1
 
-    # The steps after which an epoch's mid-way checks run.
-    check_steps = {round(k * steps_per_epoch / checks_per_epoch) for k in range(1, checks_per_epoch)} - {0}
+    check_steps = mid_epoch_check_steps(steps_per_epoch, checks_per_epoch)
     for epoch in range(first_epoch, training_epochs + 1):
         net.train()
         started = time.perf_counter()
