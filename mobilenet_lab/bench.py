@@ -15,8 +15,8 @@ Sections (each printed as it finishes; all of them written to ``--out`` as JSON)
               ``--checks`` times per epoch, wall time (training and tests) to the first check at
               99.0% and 99.5%, and the share of each training step spent waiting for data.
   memory      peak resident memory of a training run of the root script (1 epoch on
-              ``--data``; data and weights are held for the whole run, but the peak varies
-              from run to run: see Readme.txt) and of this benchmark process.
+              ``--data``; data and weights are held for the whole run; see Readme.txt for
+              the run-to-run variation evaluate() used to cause) and of this benchmark process.
   grader      the grader's command, ``python <root script> --data DIR``, as a whole process:
               cold (empty decode cache) and warm, and warm with glibc's default malloc
               settings (see malloc.py) for comparison.
