@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: all)")
     data.add_argument("--val-size", metavar="N|FRAC", default=DEFAULTS["val_size"],
                       help="validation images taken (stratified) from the train part: a count or a fraction "
-                           "(default: 0.1)")
+                           "(default: %(default)s)")
     data.add_argument("--test-size", metavar="N|FRAC", default=None,
                       help="test images: a count or a fraction of the test part (default: all)")
     data.add_argument("--input-dim", metavar="C,H,W", default=None,

@@ -409,7 +409,8 @@ def parse_size(text: str | int | float | None, flag: str) -> int | float | None:
 def _count(size: int | float | None, available: int, flag: str, what: str) -> int:
     if size is None:
         return available
-    n = int(round(size * available)) if isinstance(size, float) else size
+    # A fraction of a non-empty set keeps at least one image (the default 0.02 of a tiny set).
+    n = max(1, int(round(size * available))) if isinstance(size, float) else size
     if n > available:
         raise UserError(f"{flag} {size} is more than the {available} {what}: "
                         f"use at most {available}, or a fraction like 0.5")

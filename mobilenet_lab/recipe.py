@@ -4,4 +4,4 @@ The root script's flags default to these, and the report's main models and the b
 train with them. No imports here, so that ``--help`` stays fast.
 """
 DEFAULTS = dict(epochs=20, lr=3e-3, batch_size=128, optimizer="adamw", loss="balanced-softmax", balance="none",
-                val_size="0.1", seed=0, average_decay=0.999, elastic=1.5)
+                val_size="0.02", seed=0, average_decay=0.999, elastic=1.5)

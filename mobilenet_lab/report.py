@@ -36,7 +36,7 @@ PLAN_FORMAT = "mobilenet_lab.report-plan/1"
 INPUT_DIM = (1, 28, 28)
 NUM_CLASSES = 10
 SEED = 0
-VAL_FRACTION = 0.1               # of the train part, as the root script's default --val-size
+VAL_FRACTION = float(DEFAULTS["val_size"])  # of the train part, as the root script's default --val-size
 QUICK_SIZES = {"train": 400, "val": 100, "test": 200}
 # The main models repeat the saved models' recipe (recipe.DEFAULTS: 20 epochs, balanced softmax,
 # weight averaging);
@@ -174,7 +174,7 @@ def build_plan(epochs_main: int = EPOCHS_MAIN, epochs_sweep: int = EPOCHS_SWEEP,
 class DataContext:
     """The dataset, its splits for each training fraction (loaded once each), and a summary.
 
-    Full mode: validation is 10% of the train part (stratified, seeded), training the rest,
+    Full mode: validation is ``VAL_FRACTION`` of the train part (stratified, seeded), training the rest,
     test the whole test part. Quick mode: at most 400 / 100 / 200 images.
     """
 

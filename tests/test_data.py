@@ -93,6 +93,16 @@ def test_split_sizes_counts_fractions_and_stratification(tmp_path):
     assert not torch.equal(other.val_x, splits.val_x)
 
 
+def test_a_fraction_of_a_tiny_train_part_keeps_one_validation_image(tmp_path):
+    from mobilenet_lab.prepare import write_part
+
+    x, y = digits()
+    write_part(tmp_path / "train.zip", "train", x[:20], y[:20])
+    write_part(tmp_path / "test.zip", "test", x[20:30], y[20:30])
+    splits = load_splits(tmp_path, val_size=0.02)  # 0.4 of an image rounds to none; one is kept
+    assert len(splits.val_y) == 1 and len(splits.train_y) == 19
+
+
 @pytest.mark.parametrize("text,expected", [("100", 100), ("0.25", 0.25), ("1.0", 1.0), (None, None), ("all", None)])
 def test_parse_size(text, expected):
     assert parse_size(text, "--x") == expected
