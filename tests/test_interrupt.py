@@ -12,7 +12,7 @@ from pathlib import Path
 from helpers import tree_hash
 from test_cli import ROOT, SCRIPT, run_here
 
-EPOCHS = "12"
+EPOCHS = "30"  # long enough that Ctrl-C, sent after the first epoch, lands in training on a busy CI machine
 
 
 def train_args(data: Path, out: Path) -> list[str]:
