@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .errors import UserError, note
+from .recipe import DEFAULTS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 NAME_COLUMNS = ("file", "filename", "file_name", "name", "image", "img", "image_name", "id", "path", "image_id")
@@ -456,7 +457,7 @@ class Splits:
 
 
 def load_splits(data_dir: str | Path, input_dim: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
-                train_size=None, val_size=0.1, test_size=None, seed: int = 0,
+                train_size=None, val_size=DEFAULTS["val_size"], test_size=None, seed: int = 0,
                 need_train: bool = True, model_path: str | None = None) -> Splits:
     """Load the dataset at ``data_dir`` and split its train part into train and validation.
 
