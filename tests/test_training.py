@@ -119,6 +119,29 @@ def test_train_returns_the_averaged_weights_of_the_best_epoch():
     assert val.loss == pytest.approx(h["val_loss"][best], rel=1e-4)
 
 
+def test_equal_validation_accuracy_keeps_the_later_epoch(monkeypatch):
+    """A tie in validation accuracy goes to the later epoch, whatever the validation loss says
+    (on a few hundred images the loss picked an early epoch of the schedule)."""
+    from mobilenet_lab import training
+    figures = iter([(1.0, 0.5), (0.5, 0.8), (0.9, 0.8), (0.2, 0.6)])  # (loss, accuracy) per epoch
+
+    def scripted(net, x, y=None, **kwargs):
+        loss, accuracy = next(figures)
+        return training.Predictions(torch.zeros(len(x), dtype=torch.int64), torch.zeros(len(x), 3), loss, accuracy)
+
+    monkeypatch.setattr(training, "evaluate", scripted)
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (48, 1, 12, 12), dtype=torch.uint8)
+    y = torch.arange(48) % 3
+    kept = {}
+    net = lab.train(small_net(), x[:32], y[:32], x[32:], y[32:], 3e-3, 4, "ce", batch_size=16, progress=False,
+                    log_epochs=False,
+                    on_epoch_end=lambda n, s: kept.setdefault(s["epoch"], {k: v.clone() for k, v in n.state_dict().items()}))
+    assert net.history["best_epoch"] == 3
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, kept[3][k]), k
+
+
 @pytest.mark.parametrize("average_decay", [None, 0.9])
 def test_checks_within_an_epoch_record_progress_without_changing_the_training(average_decay):
     """Mid-epoch checks (for the benchmark's time to accuracy) only look: the trained weights and
