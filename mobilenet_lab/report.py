@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import Interrupted, UserError, note, run_cli
-from .recipe import DEFAULTS
+from .recipe import BEST_EPOCH_RULE, DEFAULTS
 
 RESULT_FORMAT = "mobilenet_lab.report-run/1"
 PLAN_FORMAT = "mobilenet_lab.report-plan/1"
@@ -425,13 +425,17 @@ def read_result(run_dir: Path) -> dict | None:
 
 
 def check_identity(out: Path, summary: dict) -> None:
-    """Refuse to mix results of different data or modes in one output folder."""
+    """Refuse to mix results of different data, modes or best-epoch rules in one output folder."""
     path = out / "plan.json"
     if path.is_file():
         try:
-            stored = json.loads(path.read_text()).get("data")
-        except (OSError, ValueError):
-            stored = None
+            plan = json.loads(path.read_text())
+            stored = plan.get("data")
+        except (OSError, ValueError, AttributeError):
+            plan, stored = {}, None
+        if stored and plan.get("best_epoch_rule") != BEST_EPOCH_RULE:
+            raise UserError(f"{out} holds runs whose best epoch was picked by another rule (now: "
+                            f"{BEST_EPOCH_RULE}): use another --out, or delete {out} to start again")
         keys = ("source", "quick", "seed", "train", "val", "test", "train_counts", "test_counts")
         if stored and any(stored.get(k) != summary.get(k) for k in keys):
             raise UserError(f"{out} holds results of another dataset or mode ({stored.get('source')}, "
@@ -731,7 +735,7 @@ def run(args: argparse.Namespace) -> int:
     data = DataContext(data_dir, quick)
     summary = data.summary()
     check_identity(out, summary)
-    write_json(out / "plan.json", {"format": PLAN_FORMAT, "data": summary,
+    write_json(out / "plan.json", {"format": PLAN_FORMAT, "data": summary, "best_epoch_rule": BEST_EPOCH_RULE,
                                    "plan": {"epochs_main": epochs_main, "epochs_sweep": epochs_sweep,
                                             "runs": [s.name for s in plan.runs], "groups": _plain_groups(plan)}})
     print(f"data: {summary['source']}{' (quick)' if quick else ''}: {summary['train']:,} training, "

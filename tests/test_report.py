@@ -161,3 +161,19 @@ def test_another_dataset_in_the_same_folder_is_refused(quick_run, tmp_path):
     other = write_dataset(tmp_path / "other", n_train=200, n_test=60)
     status, _, stderr = run_report("--quick", "--data", other, "--out", out, "--dry-run")
     assert status == 2 and "another dataset" in stderr
+
+
+def test_runs_picked_by_another_best_epoch_rule_are_refused(quick_run):
+    """Runs stored before the best-epoch rule changed are not mixed with new ones."""
+    out, _ = quick_run
+    path = out / "plan.json"
+    original = path.read_text()
+    path.write_text(json.dumps({k: v for k, v in json.loads(original).items() if k != "best_epoch_rule"}))
+    try:
+        status, _, stderr = run_report("--quick", "--out", out, "--dry-run")
+        assert status == 2 and "another rule" in stderr and "Traceback" not in stderr
+    finally:
+        path.write_text(original)
+    status, _, stderr = run_report("--quick", "--out", out, "--dry-run")
+    assert status == 0, stderr
+
