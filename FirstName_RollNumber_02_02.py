@@ -80,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                           default=DEFAULTS["balance"],
                           help="class-imbalance handling: none, weighted-loss or sampler (default: %(default)s)")
     training.add_argument("--average-decay", metavar="DECAY", type=float, default=DEFAULTS["average_decay"],
-                          help="keep an exponential moving average of the weights with this decay; validation, "
-                               "the best epoch and the saved model use the average; 0 turns it off "
-                               "(default: %(default)s)")
+                          help="keep an exponential moving average of the weights with this decay; validation "
+                               "and the saved model use the average; 0 turns it off (default: %(default)s)")
+    training.add_argument("--keep", metavar="WHICH", choices=["last", "best"], default=DEFAULTS["keep"],
+                          help="which epoch's weights to keep and save: last, or best (the best validation "
+                               "accuracy, the latest among equals) (default: %(default)s)")
     training.add_argument("--elastic", metavar="PX", type=float, default=DEFAULTS["elastic"],
                           help="also bend each training image by a smooth random field of up to PX pixels "
                                "(elastic distortion); 0 keeps only rotation/shift/scale (default: %(default)s)")
@@ -142,7 +144,8 @@ def main(args: argparse.Namespace) -> int:
                             settings.learning_rate, settings.epochs, settings.loss, settings.optimizer,
                             batch_size=settings.batch_size, balance=settings.balance, augment=settings.augment,
                             seed=settings.seed, average_decay=settings.average_decay, elastic=settings.elastic,
-                            progress=sys.stderr.isatty(), start_state=settings.start_state, on_epoch_end=saver)
+                            keep=settings.keep, progress=sys.stderr.isatty(), start_state=settings.start_state,
+                            on_epoch_end=saver)
         except KeyboardInterrupt:
             raise lab.Interrupted(lab.interrupted(saver)) from None
     else:

@@ -2,7 +2,7 @@
 
 :func:`visualize` writes these PNG files into the run folder, in this order:
 
-  01_curves.png            training and validation loss and accuracy per epoch, best epoch marked
+  01_curves.png            training and validation loss and accuracy per epoch, best and kept epochs marked
                            (from the model's history; a note instead when it has none)
   02_samples.png           a grid of random test images with true label, prediction and confidence
   03_predictions.png       4 correct predictions and the 4 wrong ones the model was most confident about
@@ -205,7 +205,7 @@ def plot_curves(make: FigureFactory, history: dict) -> Figure:
 
     Args:
         make: creates an empty figure of a given size.
-        history: ``net.history`` (epoch, train_loss, train_acc, val_loss, val_acc, best_epoch).
+        history: ``net.history`` (epoch, train_loss, train_acc, val_loss, val_acc, best_epoch, kept_epoch).
     """
     epochs = list(history.get("epoch") or [])
     if not epochs:
@@ -216,11 +216,15 @@ def plot_curves(make: FigureFactory, history: dict) -> Figure:
         return fig
     fig = make((12, 4.6))
     best = history.get("best_epoch")
+    kept = history.get("kept_epoch", best)  # models from before --keep kept the best epoch
     for ax, key, what in zip(fig.subplots(1, 2), ("loss", "acc"), ("Loss", "Accuracy")):
         ax.plot(epochs, history[f"train_{key}"], "o-", label="training", color="C0")
         ax.plot(epochs, history[f"val_{key}"], "s-", label="validation", color="C1")
         if best:
-            ax.axvline(best, ls="--", color="gray", label=f"best epoch ({best}, weights kept)")
+            ax.axvline(best, ls="--", color="gray",
+                       label=f"best validation epoch ({best}{', weights kept' if kept == best else ''})")
+        if kept and kept != best:
+            ax.axvline(kept, ls=":", color="black", label=f"weights kept (epoch {kept})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(what.lower() + (" (fraction correct)" if key == "acc" else ""))
         ax.set_title(f"{what} per epoch")

@@ -517,6 +517,7 @@ def execute(spec: RunSpec, data: DataContext, run_dir: Path, device: str, main_r
     eval_seconds = time.perf_counter() - evaluated
     record.update(
         metrics=metrics, test_loss=pred.loss, history=history, best_epoch=history["best_epoch"],
+        kept_epoch=history["kept_epoch"],
         best_val_accuracy=history["val_acc"][history["best_epoch"] - 1],
         seconds_per_epoch=statistics.fmean(history["seconds"]), train_seconds=sum(history["seconds"]),
         test_eval_seconds=eval_seconds, test_images_per_second=len(splits.test_y) / max(eval_seconds, 1e-9),

@@ -20,6 +20,7 @@ from reportlab.platypus import Flowable
 
 from . import figures as viz
 from .errors import UserError
+from .recipe import DEFAULTS
 from .report import GROUP_TITLES, Outcome, duration
 
 SECTIONS = [
@@ -64,8 +65,16 @@ def elastic_phrase(spec: dict) -> str:
 def averaging(spec: dict) -> str:
     """How a run averaged its weights, as a phrase to follow "trained with ... loss"."""
     decay = spec.get("average_decay") or 0
-    return (f" and an exponential moving average of the weights (decay {decay:g}), which validation, the "
-            f"choice of the best epoch and the test use" if decay else "")
+    return (f" and an exponential moving average of the weights (decay {decay:g}), which validation and the "
+            f"test use" if decay else "")
+
+
+# Which weights the runs test (train(keep=...)), as a clause of the setup text.
+KEPT_TEXT = {"last": "the weights tested are those of the last epoch (with the one-cycle schedule and the weight "
+                     "average the intended result: on a few hundred validation images the best epoch is mostly "
+                     "chance), and tables give the best validation epoch too",
+             "best": "it picks the best epoch (the highest accuracy, the latest among equals), whose weights are "
+                     "the ones tested"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -851,7 +860,7 @@ class Sections:
             f"{', subsampled for the quick mode' if self.quick else ''}) has a training part, an imbalanced subset of "
             f"MNIST training digits written by mobilenet_lab.prepare, and a test part of MNIST test digits in their "
             f"natural proportions. A stratified, seeded validation set is "
-            f"taken from the training part first; it picks the best epoch, whose weights are the ones tested. Sizes: "
+            f"taken from the training part first and judged after every epoch; {KEPT_TEXT[DEFAULTS['keep']]}. Sizes: "
             f"{self.data_text()}. Images are {self.hw} grayscale, standardised with the mean and standard deviation "
             f"of the training images; every training batch is augmented with a random rotation, shift and scale per "
             f"image{ELASTIC_SETUP if spec.get('elastic') else ''}. Class counts are in Section 9."))

@@ -45,6 +45,7 @@ class RunSettings:
     start_state: dict | None = field(default=None, repr=False)  # the training state --resume continues
     average_decay: float = 0.0  # 0: no weight averaging (and what checkpoints from before it mean)
     elastic: float = 0.0  # pixels of elastic distortion; 0: affine augmentation only (checkpoints from before it)
+    keep: str = "best"  # whose weights train() returns: last or best epoch ("best" for checkpoints from before it)
 
     def as_dict(self) -> dict:
         """The settings as plain values (stored in checkpoints and metrics.json)."""
@@ -58,7 +59,7 @@ class RunSettings:
                  if k not in ("name", "roll_number", "explicit", "start_state") and not (k == "resume" and v is None)}
         if not self.is_training:  # these only matter when training
             for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment",
-                      "average_decay", "elastic"):
+                      "average_decay", "elastic", "keep"):
                 shown.pop(k)
         width = max(len(k) for k in shown)
         return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
@@ -186,7 +187,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
         train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, epochs=args.epochs,
         learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer, loss=args.loss,
         balance=args.balance, augment=not args.no_augment, seed=args.seed, average_decay=args.average_decay,
-        elastic=args.elastic if not args.no_augment else 0.0,
+        elastic=args.elastic if not args.no_augment else 0.0, keep=args.keep,
         device=device,
         model_path=model_path, out=str(args.out or default_run_dir(preset)), visualize=args.visualize,
         explicit=explicit)
@@ -263,10 +264,11 @@ def finish_run(settings: RunSettings, net, splits, pred, run_dir: Path, seconds:
     history = getattr(net, "history", {}) or {}
     if settings.is_training:
         train_eval = evaluate(net, splits.train_x, splits.train_y)
-        figures = {"train": (train_eval.loss, train_eval.accuracy, "(best-epoch model, no augmentation)"),
-                   "validation": (history["val_loss"][history["best_epoch"] - 1],
-                                  history["val_acc"][history["best_epoch"] - 1],
-                                  f"(best epoch {history['best_epoch']} of {len(history['epoch'])})")}
+        kept, best = history.get("kept_epoch", history["best_epoch"]), history["best_epoch"]
+        figures = {"train": (train_eval.loss, train_eval.accuracy, "(the kept weights, no augmentation)"),
+                   "validation": (history["val_loss"][kept - 1], history["val_acc"][kept - 1],
+                                  f"(epoch {kept} of {len(history['epoch'])}, whose weights are kept; best "
+                                  f"{history['val_acc'][best - 1]:.4f} at epoch {best})")}
     else:
         saved = getattr(net, "checkpoint", {}).get("metrics", {})
         figures = {"train": (saved.get("train_loss"), saved.get("train_accuracy"), "(recorded at training time)"),

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .errors import UserError
 from .malloc import keep_freed_memory
 from .model import MobileNetLab, fused_for_inference
+from .recipe import DEFAULTS
 
 # Channels-last runs the depthwise convolutions about twice as fast as contiguous on CPU
 # (python -m mobilenet_lab.bench measures both).
@@ -281,10 +282,11 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
           balance: str = "none", augment: bool = True, seed: int = 0, average_decay: float | None = None,
           elastic: float = 0.0, checks_per_epoch: int = 1, progress: bool = True, log_epochs: bool = True,
-          start_state: dict | None = None,
+          keep: str = DEFAULTS["keep"], start_state: dict | None = None,
           on_epoch_end: Callable[[nn.Module, dict], None] | None = None) -> nn.Module:
-    """Train ``net`` and return it holding the weights of its best validation epoch: the
-    highest validation accuracy, and among equal accuracies the latest epoch.
+    """Train ``net`` and return it holding the weights of its last epoch (``keep="last"``) or of
+    its best validation epoch (``keep="best"``: the highest validation accuracy, and among equal
+    accuracies the latest epoch).
 
     Records per-epoch training and validation loss and accuracy in ``net.history`` (a dict
     of lists, plus ``best_epoch``), with wall seconds per epoch (``seconds``, validation
@@ -295,7 +297,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
     Args:
         net: the network from ``init_network``.
         train_set_x, train_set_y: training images (uint8, N x C x H x W) and labels.
-        valid_set_x, valid_set_y: validation images and labels (picks the best epoch).
+        valid_set_x, valid_set_y: validation images and labels (judged after every epoch; with
+            ``keep="best"`` they pick the epoch whose weights are returned).
         learning_rate: peak learning rate of the one-cycle schedule.
         training_epochs: passes over the training set.
         loss_func: a loss name (ce, weighted-ce, balanced-softmax, label-smoothing, focal) or a loss module.
@@ -316,6 +319,10 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
             ``step_seconds``.
         progress: show a progress bar (on stderr).
         log_epochs: print one line of losses and accuracies per epoch (on stdout).
+        keep: "last" returns the last epoch's weights (with the weight average and the one-cycle
+            schedule the intended result; on a few hundred validation images the best epoch is
+            mostly noise), "best" those of the best validation epoch. ``history["kept_epoch"]``
+            says which epoch it was; ``history["best_epoch"]`` is the best validation epoch either way.
         start_state: resume from this training state (see ``on_epoch_end``); the run then
             continues to the same result an uninterrupted run reaches.
         on_epoch_end: called after each epoch with (network, state): the network validation
@@ -328,6 +335,9 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"batch size {batch_size} must be at least 1")
     if not 0 <= elastic <= MAX_ELASTIC:
         raise UserError(f"elastic distortion {elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
+    if keep not in ("last", "best"):
+        raise UserError(f"keep '{keep}' is not known: choose last (the last epoch's weights) or best "
+                        f"(the best validation epoch's)")
     if checks_per_epoch < 1:
         raise UserError(f"checks per epoch {checks_per_epoch} must be at least 1")
     if balance not in BALANCING:
@@ -438,6 +448,10 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
                                "average": judged.state_dict() if average is not None else None,
                                "average_steps": average.steps if average is not None else 0,
                                "epoch": epoch, "epochs": training_epochs})
-    net.load_state_dict(best_state)
+    if keep == "best":
+        net.load_state_dict(best_state)
+    elif average is not None:
+        net.load_state_dict(judged.state_dict())
+    history["kept_epoch"] = history["best_epoch"] if keep == "best" else len(history["epoch"])
     net.history = history
     return net

@@ -97,23 +97,26 @@ def test_a_decay_outside_0_1_is_refused(decay):
         WeightAverage(small_net(), decay)
 
 
-def test_train_returns_the_averaged_weights_of_the_best_epoch():
-    """With averaging, validation judges the average: the returned network's validation figures
-    are those recorded for its best epoch."""
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_train_returns_the_averaged_weights_of_the_kept_epoch(keep):
+    """With averaging, validation judges the average: the returned network holds the average of
+    the kept epoch (the best validation epoch, or the last), with the validation figures recorded
+    for that epoch."""
     torch.manual_seed(0)
     x = torch.randint(0, 256, (96, 1, 12, 12), dtype=torch.uint8)
     y = torch.arange(96) % 3
     judged = {}
 
-    def keep(network, state):  # what TrainingSaver writes to checkpoint-best.pt at the best epoch
+    def record(network, state):  # what TrainingSaver writes to its checkpoints after each epoch
         judged[state["epoch"]] = {k: v.clone() for k, v in network.state_dict().items()}
 
     net = lab.train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 3, "ce", batch_size=16,
-                    average_decay=0.9, elastic=1.0, progress=False, log_epochs=False, on_epoch_end=keep)
+                    average_decay=0.9, elastic=1.0, progress=False, log_epochs=False, on_epoch_end=record, keep=keep)
     h = net.history
+    assert h["kept_epoch"] == (h["best_epoch"] if keep == "best" else 3)
     for k, v in net.state_dict().items():
-        assert torch.equal(v, judged[h["best_epoch"]][k]), k
-    best = h["best_epoch"] - 1
+        assert torch.equal(v, judged[h["kept_epoch"]][k]), k
+    best = h["kept_epoch"] - 1
     val = lab.evaluate(net, x[64:], y[64:])
     assert val.accuracy == pytest.approx(h["val_acc"][best])
     assert val.loss == pytest.approx(h["val_loss"][best], rel=1e-4)
@@ -135,11 +138,18 @@ def test_equal_validation_accuracy_keeps_the_later_epoch(monkeypatch):
     y = torch.arange(48) % 3
     kept = {}
     net = lab.train(small_net(), x[:32], y[:32], x[32:], y[32:], 3e-3, 4, "ce", batch_size=16, progress=False,
-                    log_epochs=False,
+                    log_epochs=False, keep="best",
                     on_epoch_end=lambda n, s: kept.setdefault(s["epoch"], {k: v.clone() for k, v in n.state_dict().items()}))
     assert net.history["best_epoch"] == 3
     for k, v in net.state_dict().items():
         assert torch.equal(v, kept[3][k]), k
+
+
+def test_an_unknown_keep_is_refused():
+    x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
+    with pytest.raises(UserError, match="choose last"):
+        lab.train(small_net(), x, torch.zeros(8, dtype=torch.int64), x, torch.zeros(8, dtype=torch.int64),
+                  keep="final", progress=False, log_epochs=False)
 
 
 @pytest.mark.parametrize("average_decay", [None, 0.9])

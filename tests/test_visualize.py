@@ -157,7 +157,9 @@ def test_curves_mark_the_best_epoch():
     history = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.4], "train_acc": [0.6, 0.8, 0.9],
                "val_loss": [0.9, 0.6, 0.7], "val_acc": [0.7, 0.85, 0.8], "best_epoch": 2}
     text = figure_text(viz.plot_curves(make, history))
-    assert "best epoch (2" in text and "training" in text and "validation" in text and "epoch" in text
+    assert "best validation epoch (2, weights kept)" in text and "training" in text and "validation" in text
+    text = figure_text(viz.plot_curves(make, dict(history, kept_epoch=3)))
+    assert "best validation epoch (2)" in text and "weights kept (epoch 3)" in text
 
 
 def test_no_wrong_predictions_is_said_in_the_figures(trained):
