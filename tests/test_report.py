@@ -176,4 +176,3 @@ def test_runs_picked_by_another_best_epoch_rule_are_refused(quick_run):
         path.write_text(original)
     status, _, stderr = run_report("--quick", "--out", out, "--dry-run")
     assert status == 0, stderr
-

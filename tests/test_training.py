@@ -137,9 +137,12 @@ def test_equal_validation_accuracy_keeps_the_later_epoch(monkeypatch):
     x = torch.randint(0, 256, (48, 1, 12, 12), dtype=torch.uint8)
     y = torch.arange(48) % 3
     kept = {}
+
+    def record(network, state):
+        kept[state["epoch"]] = {k: v.clone() for k, v in network.state_dict().items()}
+
     net = lab.train(small_net(), x[:32], y[:32], x[32:], y[32:], 3e-3, 4, "ce", batch_size=16, progress=False,
-                    log_epochs=False, keep="best",
-                    on_epoch_end=lambda n, s: kept.setdefault(s["epoch"], {k: v.clone() for k, v in n.state_dict().items()}))
+                    log_epochs=False, keep="best", on_epoch_end=record)
     assert net.history["best_epoch"] == 3
     for k, v in net.state_dict().items():
         assert torch.equal(v, kept[3][k]), k

@@ -158,6 +158,7 @@ def test_curves_mark_the_best_epoch():
                "val_loss": [0.9, 0.6, 0.7], "val_acc": [0.7, 0.85, 0.8], "best_epoch": 2}
     text = figure_text(viz.plot_curves(make, history))
     assert "best validation epoch (2, weights kept)" in text and "training" in text and "validation" in text
+    assert "epoch" in text
     text = figure_text(viz.plot_curves(make, dict(history, kept_epoch=3)))
     assert "best validation epoch (2)" in text and "weights kept (epoch 3)" in text
 
