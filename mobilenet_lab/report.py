@@ -421,7 +421,14 @@ def read_result(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         note(f"{path} is unreadable; the run is trained again")
         return None
-    return result if isinstance(result, dict) and result.get("format") == RESULT_FORMAT else None
+    if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
+        return None
+    if (result.get("status") == "ok" and (result.get("spec") or {}).get("average_decay")
+            and not (result.get("history") or {}).get("recalibrated")):
+        note(f"{run_dir.name} averaged its weights before batch-norm statistics were re-measured after "
+             f"training; the run is trained again")
+        return None
+    return result
 
 
 def check_identity(out: Path, summary: dict) -> None:

@@ -66,7 +66,8 @@ def averaging(spec: dict) -> str:
     """How a run averaged its weights, as a phrase to follow "trained with ... loss"."""
     decay = spec.get("average_decay") or 0
     return (f" and an exponential moving average of the weights (decay {decay:g}), which validation and the "
-            f"test use" if decay else "")
+            f"test use; after training, the batch-norm statistics of the kept weights are measured afresh on "
+            f"the training images" if decay else "")
 
 
 # Which weights the runs test (train(keep=...)), as a clause of the setup text.

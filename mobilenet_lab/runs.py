@@ -265,9 +265,12 @@ def finish_run(settings: RunSettings, net, splits, pred, run_dir: Path, seconds:
     if settings.is_training:
         train_eval = evaluate(net, splits.train_x, splits.train_y)
         kept, best = history.get("kept_epoch", history["best_epoch"]), history["best_epoch"]
+        recalibrated = history.get("recalibrated", False)  # then the kept weights were judged again
         figures = {"train": (train_eval.loss, train_eval.accuracy, "(the kept weights, no augmentation)"),
-                   "validation": (history["val_loss"][kept - 1], history["val_acc"][kept - 1],
-                                  f"(epoch {kept} of {len(history['epoch'])}, whose weights are kept; best "
+                   "validation": (history["kept_val_loss"] if recalibrated else history["val_loss"][kept - 1],
+                                  history["kept_val_acc"] if recalibrated else history["val_acc"][kept - 1],
+                                  f"(epoch {kept} of {len(history['epoch'])}, whose weights are kept"
+                                  f"{', batch-norm statistics re-measured' if recalibrated else ''}; best "
                                   f"{history['val_acc'][best - 1]:.4f} at epoch {best})")}
     else:
         saved = getattr(net, "checkpoint", {}).get("metrics", {})

@@ -67,6 +67,10 @@ def test_train_then_evaluate(trained, tiny_data):
         assert key in metrics
     assert sum(map(sum, metrics["confusion_matrix"])) == 100
     assert metrics["settings"]["train_size"] is None and len(metrics["history"]["epoch"]) == 1
+    # The recipe averages the weights: the validation figures judge the kept weights after their
+    # batch-norm statistics were re-measured, not the epoch's figures from before.
+    assert "batch-norm statistics re-measured" in out
+    assert metrics["validation_accuracy"] == metrics["history"]["kept_val_acc"]
 
     again = run("--data", tiny_data, "--model", model, "--out", work / "eval")
     assert again.returncode == 0, again.stderr

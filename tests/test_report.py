@@ -150,6 +150,27 @@ def test_a_missing_or_stale_run_is_trained_again_and_only_that_one(quick_run):
         path.write_text(original)
 
 
+def test_an_averaged_run_from_before_the_recalibration_is_trained_again(quick_run):
+    """Runs with weight averaging stored before train() re-measured the batch-norm statistics of
+    the kept weights are trained again; the runs without averaging are reused."""
+    out, _ = quick_run
+    plan = quick_plan()
+    main = plan.member("main", "mobilenet")
+    path = out / "runs" / main / "result.json"
+    original = path.read_text()
+    record = json.loads(original)
+    assert record["spec"]["average_decay"] and record["history"]["recalibrated"]
+    del record["history"]["recalibrated"]
+    path.write_text(json.dumps(record))
+    try:
+        status, stdout, stderr = run_report("--quick", "--out", out, "--dry-run")
+        assert status == 0, stderr
+        assert f"({len(plan.runs) - 1} stored, 1 to train)" in stdout and f"to train {main}" in stdout
+        assert "re-measured" in stderr
+    finally:
+        path.write_text(original)
+
+
 def test_only_pdf_needs_stored_runs(tmp_path):
     status, _, stderr = run_report("--only-pdf", "--out", tmp_path / "empty")
     assert status == 2 and "run without --only-pdf first" in stderr and "Traceback" not in stderr

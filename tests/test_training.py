@@ -1,4 +1,5 @@
-"""The batched augmentation (training.random_distort) and the weight average (training.WeightAverage)."""
+"""The batched augmentation (training.random_distort), the weight average (training.WeightAverage) and
+the re-measured batch-norm statistics of the averaged weights (training.recalibrate_batch_norm)."""
 from __future__ import annotations
 
 import sys
@@ -13,7 +14,7 @@ if str(ROOT) not in sys.path:
 
 import mobilenet_lab as lab  # noqa: E402
 from mobilenet_lab.errors import UserError  # noqa: E402
-from mobilenet_lab.training import WeightAverage, random_distort  # noqa: E402
+from mobilenet_lab.training import WeightAverage, random_distort, recalibrate_batch_norm  # noqa: E402
 
 
 def small_net() -> torch.nn.Module:
@@ -97,11 +98,15 @@ def test_a_decay_outside_0_1_is_refused(decay):
         WeightAverage(small_net(), decay)
 
 
+def is_bn_statistic(key: str) -> bool:
+    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_train_returns_the_averaged_weights_of_the_kept_epoch(keep):
-    """With averaging, validation judges the average: the returned network holds the average of
-    the kept epoch (the best validation epoch, or the last), with the validation figures recorded
-    for that epoch."""
+    """With averaging, validation judges the average: the returned network holds the averaged
+    weights of the kept epoch (the best validation epoch, or the last), with batch-norm statistics
+    measured afresh on the training images, and its validation figures are those of these weights."""
     torch.manual_seed(0)
     x = torch.randint(0, 256, (96, 1, 12, 12), dtype=torch.uint8)
     y = torch.arange(96) % 3
@@ -114,12 +119,37 @@ def test_train_returns_the_averaged_weights_of_the_kept_epoch(keep):
                     average_decay=0.9, elastic=1.0, progress=False, log_epochs=False, on_epoch_end=record, keep=keep)
     h = net.history
     assert h["kept_epoch"] == (h["best_epoch"] if keep == "best" else 3)
+    kept = judged[h["kept_epoch"]]
     for k, v in net.state_dict().items():
-        assert torch.equal(v, judged[h["kept_epoch"]][k]), k
-    best = h["kept_epoch"] - 1
+        if not is_bn_statistic(k):
+            assert torch.equal(v, kept[k]), k
+    again = small_net()
+    again.load_state_dict(kept)
+    recalibrate_batch_norm(again, x[:64])
+    for k, v in net.state_dict().items():
+        assert torch.allclose(v.float(), again.state_dict()[k].float(), atol=1e-5), k  # up to memory-layout rounding
+    assert not torch.allclose(net.blocks[0][1].running_var, kept["blocks.0.1.running_var"])
+    assert h["recalibrated"]
     val = lab.evaluate(net, x[64:], y[64:])
-    assert val.accuracy == pytest.approx(h["val_acc"][best])
-    assert val.loss == pytest.approx(h["val_loss"][best], rel=1e-4)
+    assert val.accuracy == pytest.approx(h["kept_val_acc"])
+    assert val.loss == pytest.approx(h["kept_val_loss"], rel=1e-4)
+
+
+def test_recalibration_measures_the_statistics_of_the_images_given():
+    """After recalibrate_batch_norm the first batch norm holds the mean and variance of its input
+    over all the images, whatever its running statistics were."""
+    net = small_net()
+    torch.manual_seed(1)
+    x = torch.randint(0, 256, (40, 1, 12, 12), dtype=torch.uint8)
+    bn = net.blocks[0][1]
+    with torch.no_grad():
+        bn.running_mean.fill_(5.0)
+        bn.running_var.fill_(9.0)
+        conv_out = net.blocks[0][0](net.input(x))
+    recalibrate_batch_norm(net, x, batch_size=40)  # one batch: exact batch statistics
+    assert torch.allclose(bn.running_mean, conv_out.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, conv_out.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert bn.momentum == 0.1 and net.training  # update_bn restores momentum and mode
 
 
 def test_equal_validation_accuracy_keeps_the_later_epoch(monkeypatch):
