@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="class-imbalance handling: none, weighted-loss or sampler (default: %(default)s)")
     training.add_argument("--average-decay", metavar="DECAY", type=float, default=DEFAULTS["average_decay"],
                           help="keep an exponential moving average of the weights with this decay; validation "
-                               "and the saved model use the average; 0 turns it off (default: %(default)s)")
+                               "and the saved model use the average, whose batch-norm statistics are measured "
+                               "afresh on the training images after training; 0 turns it off "
+                               "(default: %(default)s)")
     training.add_argument("--keep", metavar="WHICH", choices=["last", "best"], default=DEFAULTS["keep"],
                           help="which epoch's weights to keep and save: last, or best (the best validation "
                                "accuracy, the latest among equals) (default: %(default)s)")
