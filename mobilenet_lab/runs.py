@@ -266,9 +266,10 @@ def finish_run(settings: RunSettings, net, splits, pred, run_dir: Path, seconds:
         train_eval = evaluate(net, splits.train_x, splits.train_y)
         kept, best = history.get("kept_epoch", history["best_epoch"]), history["best_epoch"]
         recalibrated = history.get("recalibrated", False)  # then the kept weights were judged again
+        val_loss, val_acc = ((history["kept_val_loss"], history["kept_val_acc"]) if recalibrated
+                             else (history["val_loss"][kept - 1], history["val_acc"][kept - 1]))
         figures = {"train": (train_eval.loss, train_eval.accuracy, "(the kept weights, no augmentation)"),
-                   "validation": (history["kept_val_loss"] if recalibrated else history["val_loss"][kept - 1],
-                                  history["kept_val_acc"] if recalibrated else history["val_acc"][kept - 1],
+                   "validation": (val_loss, val_acc,
                                   f"(epoch {kept} of {len(history['epoch'])}, whose weights are kept"
                                   f"{', batch-norm statistics re-measured' if recalibrated else ''}; best "
                                   f"{history['val_acc'][best - 1]:.4f} at epoch {best})")}
