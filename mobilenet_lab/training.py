@@ -271,8 +271,8 @@ def recalibrate_batch_norm(net: nn.Module, x: torch.Tensor, batch_size: int = 25
 
     A weight average also averages the running statistics of the networks it passed through,
     which are not the statistics of the averaged network itself, and they were gathered on
-    augmented batches, not on images like the test set's. Of nine trained models (Readme.txt,
-    "Saved models") eight scored 0 to 11 more test images right in 10,000 with re-measured
+    augmented batches, not on images like the test set's. Of eleven trained models (Readme.txt,
+    "Saved models") ten scored 0 to 11 more test images right in 10,000 with re-measured
     statistics, one 4 fewer.
     """
     device = next(net.parameters()).device
