@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=DEFAULTS["balance"],
                           help="class-imbalance handling: none, weighted-loss or sampler (default: %(default)s)")
     training.add_argument("--average-decay", metavar="DECAY", type=float, default=DEFAULTS["average_decay"],
-                          help="keep an exponential moving average of the weights with this decay; validation "
+                          help="keep an exponential moving average of the weights with this decay at most (it "
+                               "warms up as (1+n)/(10+n) after n steps, so 0.999 is reached after 8,990); validation "
                                "and the saved model use the average, whose batch-norm statistics are measured "
                                "afresh on the training images after training; 0 turns it off "
                                "(default: %(default)s)")

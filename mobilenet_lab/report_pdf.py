@@ -65,7 +65,8 @@ def elastic_phrase(spec: dict) -> str:
 def averaging(spec: dict) -> str:
     """How a run averaged its weights, as a phrase to follow "trained with ... loss"."""
     decay = spec.get("average_decay") or 0
-    return (f" and an exponential moving average of the weights (decay {decay:g}), which validation and the "
+    return (f" and an exponential moving average of the weights (decay up to {decay:g}, warming up as "
+            f"(1+n)/(10+n) after n steps), which validation and the "
             f"test use; after training, the batch-norm statistics of the kept weights are measured afresh on "
             f"the training images" if decay else "")
 
