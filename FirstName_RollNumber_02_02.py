@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from mobilenet_lab.errors import run_cli  # noqa: E402  (light imports: --help stays fast)
-from mobilenet_lab.recipe import DEFAULTS  # noqa: E402  (the saved models' recipe, Readme.txt "Saved models")
+from mobilenet_lab.recipe import DEFAULTS, KEEP_CHOICES  # noqa: E402  (the saved models' recipe)
 from mobilenet_lab.student import identity  # noqa: E402
 
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "and the saved model use the average, whose batch-norm statistics are measured "
                                "afresh on the training images after training; 0 turns it off "
                                "(default: %(default)s)")
-    training.add_argument("--keep", metavar="WHICH", choices=["last", "best"], default=DEFAULTS["keep"],
+    training.add_argument("--keep", metavar="WHICH", choices=KEEP_CHOICES, default=DEFAULTS["keep"],
                           help="which epoch's weights to keep and save: last, or best (the best validation "
                                "accuracy, the latest among equals) (default: %(default)s)")
     training.add_argument("--elastic", metavar="PX", type=float, default=DEFAULTS["elastic"],
