@@ -249,13 +249,14 @@ def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int, elastic:
     train(net, train_x, train_y, splits.test_x, splits.test_y, DEFAULTS["lr"], epochs, DEFAULTS["loss"],
           DEFAULTS["optimizer"], batch_size=DEFAULTS["batch_size"], balance=DEFAULTS["balance"],
           seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"], elastic=elastic,
-          checks_per_epoch=checks, progress=False, log_epochs=True)
+          erase=DEFAULTS["erase"], checks_per_epoch=checks, progress=False, log_epochs=True)
     ours_wall = time.perf_counter() - started
     h = net.history
+    erasing = f", random erasing in {DEFAULTS['erase']:.0%} of the images" if DEFAULTS["erase"] else ""
     ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle AdamW peak lr {DEFAULTS['lr']:g}, batch "
                        f"{DEFAULTS['batch_size']}, {DEFAULTS['loss']} loss, weight average (decay "
                        f"{DEFAULTS['average_decay']:g}), in-memory uint8 batches, batched augmentation (affine + "
-                       f"elastic {elastic:g} px), channels_last"),
+                       f"elastic {elastic:g} px{erasing}), channels_last"),
             "parameters": count_parameters(net), "epochs": epochs, "test_acc": h["val_acc"],
             "seconds": h["seconds"], "step_seconds": h["step_seconds"], "data_seconds": h["data_seconds"],
             "checks": h["checks"], "wall_seconds": ours_wall}

@@ -76,6 +76,7 @@ class RunSpec:
     augment: bool = True
     average_decay: float = 0.0  # weight averaging (training.WeightAverage); 0: off
     elastic: float = 0.0  # elastic distortion in pixels (training.random_distort); 0: affine only
+    erase: float = 0.0  # share of training images with a random box blanked (training.random_erase); 0: none
 
     @property
     def name(self) -> str:
@@ -83,7 +84,8 @@ class RunSpec:
                 f"-b{self.batch_size}-{self.loss}-{self.balance}-f{self.train_fraction:g}-s{self.seed}"
                 f"-{self.optimizer}{'' if self.augment else '-noaug'}"
                 f"{f'-avg{self.average_decay:g}' if self.average_decay else ''}"
-                f"{f'-el{self.elastic:g}' if self.elastic and self.augment else ''}")
+                f"{f'-el{self.elastic:g}' if self.elastic and self.augment else ''}"
+                f"{f'-er{self.erase:g}' if self.erase and self.augment else ''}")
 
     @property
     def arch(self) -> str:
@@ -142,7 +144,8 @@ def build_plan(epochs_main: int = EPOCHS_MAIN, epochs_sweep: int = EPOCHS_SWEEP,
     base = RunSpec(*mobile, epochs_sweep)
     for preset in ("mobilenet", "conv4"):
         plan.add("main", preset, RunSpec(*PRESETS[preset], epochs_main, loss=MAIN_LOSS,
-                                         average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"]))
+                                         average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"],
+                                         erase=DEFAULTS["erase"]))
     for conv in GRID_CONV:
         for mob in GRID_MOBILE:
             if conv + mob and (conv <= 2 or mob == 0):  # conv 4 only alone: the conv4 preset
@@ -509,7 +512,7 @@ def execute(spec: RunSpec, data: DataContext, run_dir: Path, device: str, main_r
         net = train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, spec.learning_rate,
                     spec.epochs, spec.loss, spec.optimizer, batch_size=spec.batch_size, balance=spec.balance,
                     augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay, elastic=spec.elastic,
-                    progress=progress, start_state=start_state,
+                    erase=spec.erase, progress=progress, start_state=start_state,
                     on_epoch_end=EpochReporter(saver, spec, plan_left_after), log_epochs=False)
     except TrainingDiverged as exc:  # a sweep value can be too large: record it, go on with the plan
         record.update(status="diverged", message=str(exc), wall_seconds=time.perf_counter() - started,

@@ -59,7 +59,9 @@ def elastic_phrase(spec: dict) -> str:
     """The elastic distortion a run's augmentation added, as a phrase to follow "trained with ... loss"."""
     pixels = spec.get("elastic") or 0
     on = pixels and spec.get("augment", True)
-    return f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else ""
+    erase = (spec.get("erase") or 0) if spec.get("augment", True) else 0
+    return ((f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else "")
+            + (f", a random box of 2-10% of the image blanked in {erase:.0%} of the training images" if erase else ""))
 
 
 def averaging(spec: dict) -> str:

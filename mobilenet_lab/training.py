@@ -134,6 +134,32 @@ def random_distort(x: torch.Tensor, generator: torch.Generator, degrees: float =
     return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+ERASE_AREA = (0.02, 0.10)   # share of the image a random erasing box covers
+ERASE_ASPECT = (0.3, 3.3)   # its height / width, drawn log-uniformly
+
+
+def random_erase(x: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
+    """Blank one random box in each image of a float batch (N, C, H, W) with ``probability``
+    (random erasing, Zhong et al. 2020): a box of ``ERASE_AREA`` of the image, aspect ratio in
+    ``ERASE_ASPECT``, set to 0 (MNIST's background), so that no single stroke is relied on.
+    Every image draws its box whether or not it is erased, so the draws do not depend on
+    ``probability``. torchvision's RandomErasing draws one box for a whole batch tensor.
+    """
+    n, _, height, width = x.shape
+    rand = torch.rand(n, 5, generator=generator)
+    area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * rand[:, 0]) * height * width
+    log_low, log_high = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
+    aspect = torch.exp(log_low + rand[:, 1] * (log_high - log_low))
+    box_h = (area * aspect).sqrt().round().clamp(1, height)
+    box_w = (area / aspect).sqrt().round().clamp(1, width)
+    top, left = (rand[:, 2] * (height - box_h + 1)).floor(), (rand[:, 3] * (width - box_w + 1)).floor()
+    rows, cols = torch.arange(height).view(1, height, 1), torch.arange(width).view(1, 1, width)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + box_h).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + box_w).view(-1, 1, 1))
+              & (rand[:, 4] < probability).view(-1, 1, 1))
+    return x.masked_fill(inside.unsqueeze(1).to(x.device), 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation.
 # ---------------------------------------------------------------------------------------------
@@ -212,12 +238,15 @@ def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
 # Training.
 # ---------------------------------------------------------------------------------------------
 def make_batch(x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, augment: bool,
-               device: torch.device, memory_format=MEMORY_FORMAT, elastic: float = 0.0) -> torch.Tensor:
+               device: torch.device, memory_format=MEMORY_FORMAT, elastic: float = 0.0,
+               erase: float = 0.0) -> torch.Tensor:
     """The float batch ``x[idx]`` in [0, 1], augmented when asked (``elastic``: see
-    :func:`random_distort`), on ``device`` in ``memory_format``."""
+    :func:`random_distort`; ``erase``: :func:`random_erase`), on ``device`` in ``memory_format``."""
     xb = x[idx].float().div_(255.0)
     if augment:
         xb = random_distort(xb, generator, elastic=elastic)
+        if erase > 0:  # with 0 no draws, so runs without erasing repeat
+            xb = random_erase(xb, generator, erase)
     return _batches_to(xb, device, memory_format)
 
 
@@ -300,9 +329,11 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           training_epochs: int = 10, loss_func: str | nn.Module = "ce",
           optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
           balance: str = "none", augment: bool = True, seed: int = 0, average_decay: float | None = None,
-          elastic: float = 0.0, checks_per_epoch: int = 1, progress: bool = True, log_epochs: bool = True,
+          elastic: float = 0.0, erase: float = 0.0, checks_per_epoch: int = 1, progress: bool = True,
+          log_epochs: bool = True,
           keep: str = DEFAULTS["keep"], start_state: dict | None = None,
-          on_epoch_end: Callable[[nn.Module, dict], None] | None = None) -> nn.Module:
+          on_epoch_end: Callable[[nn.Module, dict], None] | None = None,
+          on_step: Callable[[nn.Module], None] | None = None) -> nn.Module:
     """Train ``net`` and return it holding the weights of its last epoch (``keep="last"``) or of
     its best validation epoch (``keep="best"``: the highest validation accuracy, and among equal
     accuracies the latest epoch).
@@ -327,6 +358,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         augment: random rotation/shift/scale of each training image.
         elastic: with ``augment``, also bend each training image by a smooth random field of
             up to this many pixels (see :func:`random_distort`); 0: affine only.
+        erase: with ``augment``, blank a random box in this share of the training images
+            (see :func:`random_erase`); 0: none.
         seed: seeds weight order, batches and augmentation.
         average_decay: keep an exponential moving average of the weights with this decay
             (e.g. 0.999; see :class:`WeightAverage`); validation, the best epoch and the
@@ -349,6 +382,9 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         on_epoch_end: called after each epoch with (network, state): the network validation
             judged (the weight average when averaging) and the weights, optimizer, scheduler,
             RNG states, history and best weights needed to resume.
+        on_step: called with the trained network after each optimiser step (and the average's
+            update), for studies that follow the run step by step (mobilenet_lab.seeds); it
+            must not change the network.
     """
     if training_epochs < 1:
         raise UserError(f"training epochs {training_epochs} must be at least 1")
@@ -356,6 +392,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"batch size {batch_size} must be at least 1")
     if not 0 <= elastic <= MAX_ELASTIC:
         raise UserError(f"elastic distortion {elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
+    if not 0 <= erase <= 1:
+        raise UserError(f"random erasing {erase} must be a share of the images between 0 and 1, e.g. 0.5")
     if keep not in KEEP_CHOICES:
         raise UserError(f"keep '{keep}' is not known: choose last (the last epoch's weights) or best "
                         f"(the best validation epoch's)")
@@ -414,7 +452,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         for step in bar:
             fetched = time.perf_counter()
             idx = order[step * batch_size:(step + 1) * batch_size]
-            xb = make_batch(train_set_x, idx, generator, augment, device, elastic=elastic)
+            xb = make_batch(train_set_x, idx, generator, augment, device, elastic=elastic, erase=erase)
             yb = train_set_y[idx].to(device)
             data_seconds += time.perf_counter() - fetched  # the step waits for its data this long
             loss, logits = train_step(net, opt, loss_fn, xb, yb)
@@ -425,6 +463,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
                 average.update()
             if scheduler is not None:
                 scheduler.step()
+            if on_step is not None:
+                on_step(net)
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())

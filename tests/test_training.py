@@ -14,7 +14,8 @@ if str(ROOT) not in sys.path:
 
 import mobilenet_lab as lab  # noqa: E402
 from mobilenet_lab.errors import UserError  # noqa: E402
-from mobilenet_lab.training import WeightAverage, random_distort, recalibrate_batch_norm  # noqa: E402
+from mobilenet_lab.training import (ERASE_AREA, WeightAverage, make_batch, random_distort,  # noqa: E402
+                                    random_erase, recalibrate_batch_norm)
 
 
 def small_net() -> torch.nn.Module:
@@ -66,6 +67,42 @@ def test_train_refuses_an_elastic_amplitude_out_of_range(elastic):
     y = torch.arange(8) % 3
     with pytest.raises(UserError, match="elastic"):
         lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", elastic=elastic, progress=False, log_epochs=False)
+
+
+def test_random_erasing_blanks_one_box_of_the_stated_size_in_the_stated_share():
+    x = torch.rand(2000, 1, 28, 28) + 0.1  # no pixel is 0 before erasing
+    out = random_erase(x, torch.Generator().manual_seed(0), 0.5)
+    blank = out == 0
+    erased = blank.flatten(1).any(1)
+    assert 0.45 < erased.float().mean() < 0.55
+    assert torch.equal(out[~erased], x[~erased])
+    for mask in blank[erased][:200, 0]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = torch.zeros_like(mask)
+        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        assert torch.equal(mask, box)  # one solid rectangle
+        area = int(mask.sum()) / mask.numel()
+        assert 0.5 * ERASE_AREA[0] <= area <= 1.5 * ERASE_AREA[1]  # rounding to whole pixels
+    assert torch.equal(random_erase(x, torch.Generator().manual_seed(0), 0.0), x)
+    assert (random_erase(x, torch.Generator().manual_seed(0), 1.0) == 0).flatten(1).any(1).all()
+
+
+def test_a_batch_is_erased_after_its_distortion_which_stays_as_it_was():
+    x = torch.randint(1, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    idx, cpu = torch.arange(16), torch.device("cpu")
+    plain = make_batch(x, idx, torch.Generator().manual_seed(0), True, cpu, elastic=1.0)
+    erased = make_batch(x, idx, torch.Generator().manual_seed(0), True, cpu, elastic=1.0, erase=1.0)
+    changed = plain != erased
+    assert changed.flatten(1).any(1).all()  # every image lost a box
+    assert (erased[changed] == 0).all()  # and nothing else changed
+
+
+@pytest.mark.parametrize("erase", [-0.1, 1.5, float("nan")])
+def test_train_refuses_an_erasing_share_out_of_range(erase):
+    x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
+    y = torch.arange(8) % 3
+    with pytest.raises(UserError, match="random erasing"):
+        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", erase=erase, progress=False, log_epochs=False)
 
 
 def test_the_average_follows_the_formula_with_its_warm_up():
