@@ -61,12 +61,13 @@ def test_elastic_bends_each_image_its_own_way_by_at_most_the_amplitude():
     assert torch.equal(bent, again)  # seeded: runs repeat
 
 
-@pytest.mark.parametrize("elastic", [-0.5, 4.5, float("nan")])
-def test_train_refuses_an_elastic_amplitude_out_of_range(elastic):
+@pytest.mark.parametrize("setting, match", [({"elastic": v}, "elastic") for v in (-0.5, 4.5, float("nan"))]
+                         + [({"erase": v}, "random erasing") for v in (-0.1, 1.5, float("nan"))])
+def test_train_refuses_an_augmentation_setting_out_of_range(setting, match):
     x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
     y = torch.arange(8) % 3
-    with pytest.raises(UserError, match="elastic"):
-        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", elastic=elastic, progress=False, log_epochs=False)
+    with pytest.raises(UserError, match=match):
+        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", progress=False, log_epochs=False, **setting)
 
 
 def test_random_erasing_blanks_one_box_of_the_stated_size_in_the_stated_share():
@@ -95,14 +96,6 @@ def test_a_batch_is_erased_after_its_distortion_which_stays_as_it_was():
     changed = plain != erased
     assert changed.flatten(1).any(1).all()  # every image lost a box
     assert (erased[changed] == 0).all()  # and nothing else changed
-
-
-@pytest.mark.parametrize("erase", [-0.1, 1.5, float("nan")])
-def test_train_refuses_an_erasing_share_out_of_range(erase):
-    x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
-    y = torch.arange(8) % 3
-    with pytest.raises(UserError, match="random erasing"):
-        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", erase=erase, progress=False, log_epochs=False)
 
 
 def test_the_average_follows_the_formula_with_its_warm_up():
