@@ -39,7 +39,8 @@ Schedule = Callable[[int, int, int], float]  # (step n from 1, steps in the run,
 
 
 def warm(cap: float) -> Schedule:
-    return lambda n, total, per_epoch: 1.0 - min(cap, (1 + n) / (10 + n))
+    from .training import warm_up_share
+    return lambda n, total, per_epoch: warm_up_share(n, cap)
 
 
 def mean_then(cap: float) -> Schedule:
@@ -68,18 +69,14 @@ class ShadowAverages:
         self.modules = {name: copy.deepcopy(net) for name in schedules}
 
     def update(self, net) -> None:
-        import torch
+        from .training import blend_into
 
         self.steps += 1
+        # the state dict afresh at every step: train() moves the network to channels_last,
+        # which replaces the tensors a list taken before training would hold
         now = list(net.state_dict().values())
-        with torch.no_grad():
-            for name, module in self.modules.items():
-                share = self.schedules[name](self.steps, self.total, self.per_epoch)
-                for average, current in zip(module.state_dict().values(), now):
-                    if average.is_floating_point():
-                        average.lerp_(current, share)
-                    else:  # counters such as num_batches_tracked
-                        average.copy_(current)
+        for name, module in self.modules.items():
+            blend_into(module.state_dict().values(), now, self.schedules[name](self.steps, self.total, self.per_epoch))
 
 
 def score(net, splits) -> dict:

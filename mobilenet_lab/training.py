@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -262,12 +262,31 @@ def train_step(net: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x
     return loss, logits
 
 
+def warm_up_share(steps: int, decay: float) -> float:
+    """The share of the current weights in a weight average's ``steps``-th update (from 1):
+    1 - min(decay, (1 + n) / (10 + n)), so the decay starts low and rises towards ``decay``."""
+    return 1.0 - min(decay, (1 + steps) / (10 + steps))
+
+
+@torch.no_grad()
+def blend_into(average: Iterable[torch.Tensor], current: Iterable[torch.Tensor], share: float) -> None:
+    """Move every floating-point tensor of ``average`` ``share`` of the way to its partner in
+    ``current``; copy the others (counters such as num_batches_tracked)."""
+    for avg, now in zip(average, current):
+        if avg.is_floating_point():
+            avg.lerp_(now, share)
+        else:
+            avg.copy_(now)
+
+
 class WeightAverage:
     """An exponential moving average of a network's weights and batch-norm statistics.
 
     The averaged copy moves a small step towards the trained network after every optimiser
-    step. It smooths out the noise of single steps, so it scores well earlier in training and
-    usually a little better at the end (Polyak averaging; "EMA" in timm). The decay starts low
+    step. It smooths out the noise of single steps, so it scores well earlier in training
+    (Polyak averaging; "EMA" in timm); at the end of a one-cycle run, once its batch-norm
+    statistics are re-measured, it scores about as the trained weights do (Readme.txt, the
+    seeds table of "Saved models"). The decay starts low
     and rises towards ``decay``, (1 + n) / (10 + n) after n steps, so early weights fade quickly;
     it reaches 0.999 only after 8,990 steps (a 20-epoch recipe run has 3,840 and ends at 0.9977).
 
@@ -280,17 +299,11 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise UserError(f"weight-average decay {decay} must be between 0 and 1, e.g. 0.999")
         self.module, self.decay, self.steps = copy.deepcopy(net), decay, 0
-        self._pairs = list(zip(self.module.state_dict().values(), net.state_dict().values()))
+        self._average, self._current = list(self.module.state_dict().values()), list(net.state_dict().values())
 
-    @torch.no_grad()
     def update(self) -> None:
         self.steps += 1
-        weight = 1.0 - min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for average, now in self._pairs:
-            if average.is_floating_point():
-                average.lerp_(now, weight)
-            else:  # counters such as num_batches_tracked
-                average.copy_(now)
+        blend_into(self._average, self._current, warm_up_share(self.steps, self.decay))
 
 
 @torch.no_grad()
