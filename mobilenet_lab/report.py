@@ -343,19 +343,24 @@ def expected_parameters(spec: RunSpec) -> int:
     return _PARAMETERS[key]
 
 
-def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tuple[int, int, int], float]:
-    """Training images per second of each (conv blocks, MobileNet blocks, batch size) in ``specs``,
-    measured with a few augmented training steps on random images (after one warm-up step)."""
+def rate_key(spec: RunSpec) -> tuple:
+    """What a run's training speed depends on: architecture, batch size and augmentation."""
+    return spec.conv_blocks, spec.mobilenet_blocks, spec.batch_size, spec.augment, spec.elastic, spec.erase
+
+
+def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tuple, float]:
+    """Training images per second of each :func:`rate_key` in ``specs``, measured with a few
+    augmented training steps on random images (after one warm-up step)."""
     import torch
     import torch.nn.functional as F
 
     from .model import init_network
-    from .training import make_optimizer, random_distort
+    from .training import make_batch, make_optimizer
 
     rates = {}
     generator = torch.Generator().manual_seed(0)
-    for key in sorted({(s.conv_blocks, s.mobilenet_blocks, s.batch_size, s.elastic) for s in specs}):
-        conv, mob, batch, elastic = key
+    for key in sorted({rate_key(s) for s in specs}):
+        conv, mob, batch, augment, elastic, erase = key
         net = init_network(conv, mob, INPUT_DIM, NUM_CLASSES, device=device).train()
         net.to(memory_format=torch.channels_last)
         opt = make_optimizer("adamw", net.parameters(), 1e-3)
@@ -364,8 +369,8 @@ def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tup
         times = []
         for i in range(steps + 1):
             started = time.perf_counter()
-            xb = random_distort(x.float().div_(255.0), generator, elastic=elastic)
-            xb = xb.to(device).contiguous(memory_format=torch.channels_last)
+            xb = make_batch(x, torch.arange(batch), generator, augment, torch.device(device), elastic=elastic,
+                            erase=erase)
             loss = F.cross_entropy(net(xb), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -377,10 +382,10 @@ def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tup
 
 
 def estimate_seconds(spec: RunSpec, sizes: dict[str, int], threads: int,
-                     rates: dict[tuple[int, int, int], float] | None = None, main: bool = False) -> float:
+                     rates: dict[tuple, float] | None = None, main: bool = False) -> float:
     """A run's expected time: training at the measured rate (or, without one, at the quiet lab
     machine's rate, BASE_RATE), plus evaluation at about four times that rate, plus a few seconds."""
-    rate = (rates or {}).get((spec.conv_blocks, spec.mobilenet_blocks, spec.batch_size))
+    rate = (rates or {}).get(rate_key(spec))
     if rate is None:
         rate = BASE_RATE["conv4" if spec.arch == "conv4" else "default"]
         rate *= 0.6 if threads <= 1 else min(2.5, (threads / 2) ** 0.5)
@@ -620,8 +625,11 @@ def run_plan(plan: Plan, data: DataContext, out: Path, device: str = "cpu", prog
         print(f"estimated time for the {len(missing)} runs to train: {duration(sum(estimates.values()))} ({basis}; "
               f"corrected as runs finish)", flush=True)
         if rates:
-            for key, rate in sorted(rates.items()):
-                print(f"  {key[0]} conv + {key[1]} MobileNet blocks, batch {key[2]}: {rate:,.0f} images/s", flush=True)
+            for (conv, mob, batch, augment, elastic, erase), rate in sorted(rates.items()):
+                how = ((f", elastic {elastic:g}" * bool(elastic) + f", erasing {erase:g}" * bool(erase)) if augment
+                       else ", no augmentation")
+                print(f"  {conv} conv + {mob} MobileNet blocks, batch {batch}{how}: {rate:,.0f} images/s",
+                      flush=True)
     if dry_run:
         return Outcome(plan, results, [], reused, time.perf_counter() - started)
     trained: list[str] = []

@@ -60,8 +60,12 @@ def elastic_phrase(spec: dict) -> str:
     pixels = spec.get("elastic") or 0
     on = pixels and spec.get("augment", True)
     erase = (spec.get("erase") or 0) if spec.get("augment", True) else 0
-    return ((f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else "")
-            + (f", a random box of 2-10% of the image blanked in {erase:.0%} of the training images" if erase else ""))
+    box = ""
+    if erase:
+        from .training import ERASE_AREA  # imported here: the phrase is rare and training loads torch
+        box = (f", a random box of {ERASE_AREA[0]:.0%}-{ERASE_AREA[1]:.0%} of the image blanked in {erase:.0%} "
+               f"of the training images")
+    return (f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else "") + box
 
 
 def averaging(spec: dict) -> str:

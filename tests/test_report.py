@@ -14,7 +14,7 @@ from mobilenet_lab import report
 
 pytest.importorskip("reportlab", reason="the report needs reportlab (requirements.txt)")
 pypdf = pytest.importorskip("pypdf", reason="reading the PDF back needs pypdf (requirements.txt)")
-from mobilenet_lab.report_pdf import SECTIONS  # after the skips: it imports reportlab
+from mobilenet_lab.report_pdf import SECTIONS, elastic_phrase  # after the skips: it imports reportlab
 
 
 def run_report(*args) -> tuple[int, str, str]:
@@ -197,3 +197,24 @@ def test_runs_picked_by_another_best_epoch_rule_are_refused(quick_run):
         path.write_text(original)
     status, _, stderr = run_report("--quick", "--out", out, "--dry-run")
     assert status == 0, stderr
+
+
+def test_the_setup_text_states_the_augmentation_a_run_used():
+    """Elastic distortion and random erasing are named with their sizes, and only when in effect."""
+    from mobilenet_lab.training import ERASE_AREA
+    both = elastic_phrase({"elastic": 1.5, "erase": 0.25})
+    assert "up to 1.5 pixels" in both and "in 25% of the training images" in both
+    assert f"{ERASE_AREA[0]:.0%}-{ERASE_AREA[1]:.0%} of the image" in both
+    assert elastic_phrase({"elastic": 1.5, "erase": 0.25, "augment": False}) == ""
+    assert elastic_phrase({"elastic": 0, "erase": 0}) == ""
+
+
+def test_the_time_estimate_uses_the_speed_measured_for_the_run():
+    """measure_rates keys its figures as estimate_seconds looks them up (augmentation included)."""
+    spec = quick_plan().runs[0]
+    rates = report.measure_rates([spec], "cpu", steps=1)
+    assert set(rates) == {report.rate_key(spec)} and all(rate > 0 for rate in rates.values())
+    sizes = {"train": 1000, "val": 100, "test": 100}
+    at = {report.rate_key(spec): 10.0}
+    expected = spec.epochs * round(1000 * spec.train_fraction) / 10.0
+    assert report.estimate_seconds(spec, sizes, 2, at) == pytest.approx(expected, rel=0.2)
