@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from mobilenet_lab.errors import run_cli  # noqa: E402  (light imports: --help stays fast)
-from mobilenet_lab.recipe import DEFAULTS, KEEP_CHOICES  # noqa: E402  (the saved models' recipe)
+from mobilenet_lab.recipe import DEFAULTS, KEEP_CHOICES, OPTIMIZER_NAMES  # noqa: E402  (the saved models' recipe)
 from mobilenet_lab.student import identity  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     training.add_argument("--batch-size", metavar="N", type=int, default=DEFAULTS["batch_size"],
                           help="images per training step (default: %(default)s)")
-    training.add_argument("--optimizer", metavar="NAME", choices=["adamw", "adam", "sgd"],
+    training.add_argument("--optimizer", metavar="NAME", choices=list(OPTIMIZER_NAMES),
                           default=DEFAULTS["optimizer"], help="adamw, adam or sgd (default: %(default)s)")
     training.add_argument("--loss", metavar="NAME",
                           choices=["ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal"],

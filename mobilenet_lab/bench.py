@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError, run_cli
-from .recipe import DEFAULTS
+from .recipe import DEFAULTS, OPTIMIZER_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (0.99, 0.995)
@@ -253,7 +253,8 @@ def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int, elastic:
     ours_wall = time.perf_counter() - started
     h = net.history
     erasing = f", random erasing in {DEFAULTS['erase']:.0%} of the images" if DEFAULTS["erase"] else ""
-    ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle AdamW peak lr {DEFAULTS['lr']:g}, batch "
+    ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle {OPTIMIZER_NAMES[DEFAULTS['optimizer']]} peak lr "
+                       f"{DEFAULTS['lr']:g}, batch "
                        f"{DEFAULTS['batch_size']}, {DEFAULTS['loss']} loss, weight average (decay "
                        f"{DEFAULTS['average_decay']:g}), in-memory uint8 batches, batched augmentation (affine + "
                        f"elastic {elastic:g} px{erasing}), channels_last"),

@@ -143,7 +143,9 @@ def build_plan(epochs_main: int = EPOCHS_MAIN, epochs_sweep: int = EPOCHS_SWEEP,
     mobile = PRESETS["mobilenet"]
     base = RunSpec(*mobile, epochs_sweep)
     for preset in ("mobilenet", "conv4"):
-        plan.add("main", preset, RunSpec(*PRESETS[preset], epochs_main, loss=MAIN_LOSS,
+        plan.add("main", preset, RunSpec(*PRESETS[preset], epochs_main, learning_rate=DEFAULTS["lr"],
+                                         batch_size=DEFAULTS["batch_size"], loss=MAIN_LOSS,
+                                         balance=DEFAULTS["balance"], optimizer=DEFAULTS["optimizer"],
                                          average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"],
                                          erase=DEFAULTS["erase"]))
     for conv in GRID_CONV:

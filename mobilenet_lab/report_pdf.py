@@ -20,7 +20,7 @@ from reportlab.platypus import Flowable
 
 from . import figures as viz
 from .errors import UserError
-from .recipe import DEFAULTS
+from .recipe import DEFAULTS, OPTIMIZER_NAMES
 from .report import GROUP_TITLES, Outcome, duration
 
 SECTIONS = [
@@ -44,7 +44,6 @@ TSNE_STYLE = dict(STYLE, **{"font.size": 17, "axes.labelsize": 17, "figure.title
 MOBILE_COLOR, CONV_COLOR = "#1f6fb4", "#d9731a"
 NEAR_BEST = 0.005    # Section 2: "as good as the best" = within this accuracy (or the seed spread, if larger)
 CONFIDENT = 0.9      # "confident" predictions in Section 4: softmax probability above this
-OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD with Nesterov momentum"}
 LOSS_NAMES = {"ce": "cross-entropy", "weighted-ce": "class-weighted cross-entropy", "balanced-softmax": "balanced softmax",
               "label-smoothing": "label-smoothing", "focal": "focal"}
 BALANCE_LABELS = {"none": "none", "weighted-loss": "weighted loss", "sampler": "balanced sampler",
@@ -811,7 +810,7 @@ class Sections:
         return (f"{extra}The sweep baseline is the mobilenet preset ({spec['conv_blocks']} conv + "
                 f"{spec['mobilenet_blocks']} MobileNet blocks) trained {plural(self.res.plan.epochs_sweep, 'epoch')} "
                 f"(fewer than the main models' {self.res.plan.epochs_main}, to fit the time budget) with "
-                f"{OPTIMIZERS.get(spec['optimizer'], spec['optimizer'])}, peak learning rate {spec['learning_rate']:g}, "
+                f"{OPTIMIZER_NAMES.get(spec['optimizer'], spec['optimizer'])}, peak learning rate {spec['learning_rate']:g}, "
                 f"batch {spec['batch_size']}, {LOSS_NAMES.get(spec['loss'], spec['loss'])} loss, seed {spec['seed']}, "
                 f"on {self.data_text(base)}. "
                 f"Machine: {self.machine_text()}. Time: the {plural(len(names), 'run')} of this section took "
@@ -881,7 +880,7 @@ class Sections:
             f"({spec['conv_blocks']} conv + {spec['mobilenet_blocks']} MobileNet blocks, the assignment's sample "
             f"network) and <i>conv4</i> ({self.cr['spec']['conv_blocks']} conv blocks, no MobileNet block)."))
         story.append(d.p(
-            f"<b>Training.</b> {OPTIMIZERS.get(spec['optimizer'], spec['optimizer'])} with a one-cycle "
+            f"<b>Training.</b> {OPTIMIZER_NAMES.get(spec['optimizer'], spec['optimizer'])} with a one-cycle "
             f"learning-rate schedule peaking at {spec['learning_rate']:g}, batch {spec['batch_size']}, "
             f"seed {spec['seed']}. The main models are trained for {plural(res.plan.epochs_main, 'epoch')} with "
             f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss{elastic_phrase(spec)}{averaging(spec)} (the recipe of the saved models); "
@@ -1723,7 +1722,7 @@ class Sections:
                          secs(r["seconds_per_epoch"]) if ok else "", secs(r.get("wall_seconds", 0))])
         story += d.table(d.next_table(), "Every run: its name (c: conv blocks, m: MobileNet blocks, e: epochs, lr: peak "
                                          "learning rate, b: batch size, loss, imbalance handling, f: training "
-                                         "fraction, s: seed; the optimiser is adamw for all), groups, training images, "
+                                         "fraction, s: seed, then the optimiser where it is not adamw), groups, training images, "
                                          "test accuracy, macro F1, time per epoch and run time.",
                          ["#", "run", "groups", "train", "accuracy", "macro F1", "s / epoch", "time"], rows,
                          widths=[0.04, 0.33, 0.2, 0.09, 0.1, 0.08, 0.08, 0.08], left_cols=3)

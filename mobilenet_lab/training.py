@@ -22,13 +22,13 @@ from tqdm import tqdm
 from .errors import UserError
 from .malloc import keep_freed_memory
 from .model import MobileNetLab, fused_for_inference
-from .recipe import DEFAULTS, KEEP_CHOICES
+from .recipe import DEFAULTS, KEEP_CHOICES, OPTIMIZER_NAMES
 
 # Channels-last runs the depthwise convolutions about twice as fast as contiguous on CPU
 # (python -m mobilenet_lab.bench measures both).
 MEMORY_FORMAT = torch.channels_last
 LOSSES = ("ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = tuple(OPTIMIZER_NAMES)
 BALANCING = ("none", "weighted-loss", "sampler")
 MAX_ELASTIC = 4.0  # pixels; beyond this a 28x28 digit stops looking like its class
 

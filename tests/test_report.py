@@ -11,6 +11,7 @@ import re
 import pytest
 
 from mobilenet_lab import report
+from mobilenet_lab.recipe import DEFAULTS
 
 pytest.importorskip("reportlab", reason="the report needs reportlab (requirements.txt)")
 pypdf = pytest.importorskip("pypdf", reason="reading the PDF back needs pypdf (requirements.txt)")
@@ -59,7 +60,11 @@ def test_the_plan_shares_identical_runs_and_keeps_the_epoch_budget():
     assert all(s.epochs == 3 for s in sweeps if s.name not in {n for _, n in plan.groups["epochs"]})
     assert sorted(v for v, _ in plan.groups["epochs"]) == [1, 2, 3, 5, 10]  # EPOCH_VALUES and the sweep's 3
     main_specs = [by_name[plan.member("main", a)] for a in ("mobilenet", "conv4")]
-    assert all(s.loss == report.MAIN_LOSS for s in main_specs)  # the saved models' recipe
+    for spec in main_specs:  # the saved models' recipe, setting by setting
+        assert (spec.loss, spec.learning_rate, spec.optimizer, spec.batch_size, spec.balance) == (
+            report.MAIN_LOSS, DEFAULTS["lr"], DEFAULTS["optimizer"], DEFAULTS["batch_size"], DEFAULTS["balance"])
+        assert (spec.average_decay, spec.elastic, spec.erase) == (
+            DEFAULTS["average_decay"], DEFAULTS["elastic"], DEFAULTS["erase"])
     # the sweep baseline is one run, shared by every sweep; class weights are one run in two groups
     baseline = plan.member("balance", "none")
     for group in ("loss", "batch", "lr", "epochs", "fraction", "seed"):
