@@ -91,11 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--elastic", metavar="PX", type=float, default=DEFAULTS["elastic"],
                           help="also bend each training image by a smooth random field of up to PX pixels "
                                "(elastic distortion); 0 keeps only rotation/shift/scale (default: %(default)s)")
+    training.add_argument("--shear", metavar="DEG", type=float, default=DEFAULTS["shear"],
+                          help="also slant each training image by a random angle of up to DEG degrees, as "
+                               "slanted handwriting; 0 slants nothing (default: %(default)s)")
     training.add_argument("--erase", metavar="SHARE", type=float, default=DEFAULTS["erase"],
                           help="also blank one random box (2-10%% of the image) in this share of the training "
                                "images (random erasing); 0 erases nothing (default: %(default)s)")
     training.add_argument("--no-augment", action="store_true",
-                          help="turn off random rotation/shift/scale (and elastic distortion, erasing) of training "
+                          help="turn off random rotation/shift/scale (and shear, elastic distortion, erasing) of training "
                                "images (default: on)")
     training.add_argument("--seed", metavar="N", type=int, default=DEFAULTS["seed"],
                           help="random seed for splits, weights and batches (default: %(default)s)")
@@ -150,7 +153,8 @@ def main(args: argparse.Namespace) -> int:
                             settings.learning_rate, settings.epochs, settings.loss, settings.optimizer,
                             batch_size=settings.batch_size, balance=settings.balance, augment=settings.augment,
                             seed=settings.seed, average_decay=settings.average_decay, elastic=settings.elastic,
-                            erase=settings.erase, keep=settings.keep, progress=sys.stderr.isatty(),
+                            erase=settings.erase, shear=settings.shear, keep=settings.keep,
+                            progress=sys.stderr.isatty(),
                             start_state=settings.start_state,
                             on_epoch_end=saver)
         except KeyboardInterrupt:

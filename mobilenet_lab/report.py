@@ -77,6 +77,7 @@ class RunSpec:
     average_decay: float = 0.0  # weight averaging (training.WeightAverage); 0: off
     elastic: float = 0.0  # elastic distortion in pixels (training.random_distort); 0: affine only
     erase: float = 0.0  # share of training images with a random box blanked (training.random_erase); 0: none
+    shear: float = 0.0  # largest random slant in degrees (training.random_distort); 0: none
 
     @property
     def name(self) -> str:
@@ -85,7 +86,8 @@ class RunSpec:
                 f"-{self.optimizer}{'' if self.augment else '-noaug'}"
                 f"{f'-avg{self.average_decay:g}' if self.average_decay else ''}"
                 f"{f'-el{self.elastic:g}' if self.elastic and self.augment else ''}"
-                f"{f'-er{self.erase:g}' if self.erase and self.augment else ''}")
+                f"{f'-er{self.erase:g}' if self.erase and self.augment else ''}"
+                f"{f'-sh{self.shear:g}' if self.shear and self.augment else ''}")
 
     @property
     def arch(self) -> str:
@@ -147,7 +149,7 @@ def build_plan(epochs_main: int = EPOCHS_MAIN, epochs_sweep: int = EPOCHS_SWEEP,
                                          batch_size=DEFAULTS["batch_size"], loss=MAIN_LOSS,
                                          balance=DEFAULTS["balance"], optimizer=DEFAULTS["optimizer"],
                                          average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"],
-                                         erase=DEFAULTS["erase"]))
+                                         erase=DEFAULTS["erase"], shear=DEFAULTS["shear"]))
     for conv in GRID_CONV:
         for mob in GRID_MOBILE:
             if conv + mob and (conv <= 2 or mob == 0):  # conv 4 only alone: the conv4 preset
@@ -347,7 +349,8 @@ def expected_parameters(spec: RunSpec) -> int:
 
 def rate_key(spec: RunSpec) -> tuple:
     """What a run's training speed depends on: architecture, batch size and augmentation."""
-    return spec.conv_blocks, spec.mobilenet_blocks, spec.batch_size, spec.augment, spec.elastic, spec.erase
+    return (spec.conv_blocks, spec.mobilenet_blocks, spec.batch_size, spec.augment, spec.elastic, spec.erase,
+            spec.shear)
 
 
 def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tuple, float]:
@@ -362,7 +365,7 @@ def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tup
     rates = {}
     generator = torch.Generator().manual_seed(0)
     for key in sorted({rate_key(s) for s in specs}):
-        conv, mob, batch, augment, elastic, erase = key
+        conv, mob, batch, augment, elastic, erase, shear = key
         net = init_network(conv, mob, INPUT_DIM, NUM_CLASSES, device=device).train()
         net.to(memory_format=torch.channels_last)
         opt = make_optimizer("adamw", net.parameters(), 1e-3)
@@ -372,7 +375,7 @@ def measure_rates(specs: list[RunSpec], device: str, steps: int = 3) -> dict[tup
         for i in range(steps + 1):
             started = time.perf_counter()
             xb = make_batch(x, torch.arange(batch), generator, augment, torch.device(device), elastic=elastic,
-                            erase=erase)
+                            erase=erase, shear=shear)
             loss = F.cross_entropy(net(xb), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -519,7 +522,7 @@ def execute(spec: RunSpec, data: DataContext, run_dir: Path, device: str, main_r
         net = train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, spec.learning_rate,
                     spec.epochs, spec.loss, spec.optimizer, batch_size=spec.batch_size, balance=spec.balance,
                     augment=spec.augment, seed=spec.seed, average_decay=spec.average_decay, elastic=spec.elastic,
-                    erase=spec.erase, progress=progress, start_state=start_state,
+                    erase=spec.erase, shear=spec.shear, progress=progress, start_state=start_state,
                     on_epoch_end=EpochReporter(saver, spec, plan_left_after), log_epochs=False)
     except TrainingDiverged as exc:  # a sweep value can be too large: record it, go on with the plan
         record.update(status="diverged", message=str(exc), wall_seconds=time.perf_counter() - started,
@@ -627,9 +630,9 @@ def run_plan(plan: Plan, data: DataContext, out: Path, device: str = "cpu", prog
         print(f"estimated time for the {len(missing)} runs to train: {duration(sum(estimates.values()))} ({basis}; "
               f"corrected as runs finish)", flush=True)
         if rates:
-            for (conv, mob, batch, augment, elastic, erase), rate in sorted(rates.items()):
-                how = ((f", elastic {elastic:g}" * bool(elastic) + f", erasing {erase:g}" * bool(erase)) if augment
-                       else ", no augmentation")
+            for (conv, mob, batch, augment, elastic, erase, shear), rate in sorted(rates.items()):
+                how = ((f", elastic {elastic:g}" * bool(elastic) + f", erasing {erase:g}" * bool(erase)
+                        + f", shear {shear:g}" * bool(shear)) if augment else ", no augmentation")
                 print(f"  {conv} conv + {mob} MobileNet blocks, batch {batch}{how}: {rate:,.0f} images/s",
                       flush=True)
     if dry_run:

@@ -54,17 +54,20 @@ EDGE_SHARE = 0.25    # Section 5: a kernel is edge-like when |sum of weights| < 
 ELASTIC_SETUP = "; the main models' images are also bent by a smooth random elastic field (see Training)"
 
 
-def elastic_phrase(spec: dict) -> str:
-    """The elastic distortion a run's augmentation added, as a phrase to follow "trained with ... loss"."""
+def augmentation_phrase(spec: dict) -> str:
+    """The shear, elastic distortion and erasing a run's augmentation added, as a phrase to follow
+    "trained with ... loss"."""
     pixels = spec.get("elastic") or 0
     on = pixels and spec.get("augment", True)
     erase = (spec.get("erase") or 0) if spec.get("augment", True) else 0
+    shear = (spec.get("shear") or 0) if spec.get("augment", True) else 0
     box = ""
     if erase:
         from .training import ERASE_AREA  # imported here: the phrase is rare and training loads torch
         box = (f", a random box of {ERASE_AREA[0]:.0%}-{ERASE_AREA[1]:.0%} of the image blanked in {erase:.0%} "
                f"of the training images")
-    return (f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else "") + box
+    return ((f", random shear of up to {shear:g} degrees" if shear else "")
+            + (f", elastic distortion of up to {pixels:g} pixels added to the augmentation" if on else "") + box)
 
 
 def averaging(spec: dict) -> str:
@@ -883,7 +886,7 @@ class Sections:
             f"<b>Training.</b> {OPTIMIZER_NAMES.get(spec['optimizer'], spec['optimizer'])} with a one-cycle "
             f"learning-rate schedule peaking at {spec['learning_rate']:g}, batch {spec['batch_size']}, "
             f"seed {spec['seed']}. The main models are trained for {plural(res.plan.epochs_main, 'epoch')} with "
-            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss{elastic_phrase(spec)}{averaging(spec)} (the recipe of the saved models); "
+            f"{LOSS_NAMES.get(spec['loss'], spec['loss'])} loss{augmentation_phrase(spec)}{averaging(spec)} (the recipe of the saved models); "
             f"every sweep run "
             f"for {res.plan.epochs_sweep} (the epochs sweep excepted) with {LOSS_NAMES.get(base_loss, base_loss)} "
             f"loss unless the sweep varies it, so that the loss and imbalance sweeps start from a plain baseline. "

@@ -46,6 +46,7 @@ class RunSettings:
     average_decay: float = 0.0  # 0: no weight averaging (and what checkpoints from before it mean)
     elastic: float = 0.0  # pixels of elastic distortion; 0: affine augmentation only (checkpoints from before it)
     erase: float = 0.0  # share of training images with a random box blanked; 0: none (checkpoints from before it)
+    shear: float = 0.0  # degrees of random slant; 0: none (checkpoints from before it)
     keep: str = "best"  # whose weights train() returns: last or best epoch ("best" for checkpoints from before it)
 
     def as_dict(self) -> dict:
@@ -60,7 +61,7 @@ class RunSettings:
                  if k not in ("name", "roll_number", "explicit", "start_state") and not (k == "resume" and v is None)}
         if not self.is_training:  # these only matter when training
             for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment",
-                      "average_decay", "elastic", "erase", "keep"):
+                      "average_decay", "elastic", "erase", "shear", "keep"):
                 shown.pop(k)
         width = max(len(k) for k in shown)
         return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
@@ -140,7 +141,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
     """Turn the root script's arguments into the settings in effect (presets, defaults, paths)."""
     from .data import sample_dataset
     from .model import PRESETS, check_config, default_device
-    from .training import MAX_ELASTIC
+    from .training import MAX_ELASTIC, MAX_SHEAR
 
     if getattr(args, "resume", None):
         return resume_settings(args)
@@ -173,6 +174,9 @@ def resolve_settings(args, root: Path) -> RunSettings:
     if not 0 <= args.elastic <= MAX_ELASTIC:
         raise UserError(f"--elastic {args.elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5 "
                         f"(0 keeps the augmentation affine)")
+    if not 0 <= args.shear <= MAX_SHEAR:
+        raise UserError(f"--shear {args.shear} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15 "
+                        f"(0 slants nothing)")
     if not 0 <= args.erase <= 1:
         raise UserError(f"--erase {args.erase} must be a share of the training images between 0 and 1, e.g. 0.5 "
                         f"(0 erases nothing)")
@@ -192,7 +196,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
         learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer, loss=args.loss,
         balance=args.balance, augment=not args.no_augment, seed=args.seed, average_decay=args.average_decay,
         elastic=args.elastic if not args.no_augment else 0.0, erase=args.erase if not args.no_augment else 0.0,
-        keep=args.keep,
+        shear=args.shear if not args.no_augment else 0.0, keep=args.keep,
         device=device,
         model_path=model_path, out=str(args.out or default_run_dir(preset)), visualize=args.visualize,
         explicit=explicit)

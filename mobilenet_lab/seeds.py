@@ -16,8 +16,9 @@ as train() does for its own average, and is scored on validation and test:
   last-K       the plain mean of the last K epochs' steps (stochastic weight averaging)
   none         the trained weights themselves (no average)
 
-``--erase`` sets the share of training images with a random box blanked (training.random_erase),
-as the root script's flag does; otherwise every setting is the recipe's.
+``--erase`` sets the share of training images with a random box blanked (training.random_erase)
+and ``--shear`` the largest random slant in degrees, as the root script's flags do; otherwise
+every setting is the recipe's.
 
 Test figures here are for analysis only: they pick no seed and no setting of the saved
 models. Two processes with ``--threads 1`` use a 2-core machine best (one seed each).
@@ -90,7 +91,8 @@ def score(net, splits) -> dict:
             "val_accuracy": evaluate(net, splits.val_x, splits.val_y).accuracy}
 
 
-def run_seed(data: Path, seed: int, arch: str, epochs: int, erase: float = 0.0) -> dict:
+def run_seed(data: Path, seed: int, arch: str, epochs: int, erase: float = DEFAULTS["erase"],
+             shear: float = DEFAULTS["shear"]) -> dict:
     """One recipe run with ``seed``, its returned weights and every shadow average scored."""
     import math
 
@@ -108,7 +110,7 @@ def run_seed(data: Path, seed: int, arch: str, epochs: int, erase: float = 0.0) 
     net = train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, learning_rate=DEFAULTS["lr"],
                 training_epochs=epochs, loss_func=DEFAULTS["loss"], optimizer=DEFAULTS["optimizer"],
                 batch_size=DEFAULTS["batch_size"], balance=DEFAULTS["balance"], seed=seed,
-                average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"], erase=erase,
+                average_decay=DEFAULTS["average_decay"], elastic=DEFAULTS["elastic"], erase=erase, shear=shear,
                 keep=DEFAULTS["keep"], progress=False, log_epochs=True, on_step=shadows.update)
     seconds = time.perf_counter() - started
     if shadows.steps != shadows.total:
@@ -125,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from .report import machine, write_json
+    from .training import MAX_SHEAR
 
     if not args.data.is_dir():
         raise UserError(f"--data {args.data} is not a folder: build one with "
@@ -133,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--epochs {args.epochs} must be at least 1")
     if not 0 <= args.erase <= 1:
         raise UserError(f"--erase {args.erase:g} must be a share of the training images between 0 and 1, e.g. 0.5")
+    if not 0 <= args.shear <= MAX_SHEAR:
+        raise UserError(f"--shear {args.shear:g} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads} must be at least 1")
@@ -142,11 +147,13 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot create the folder of --out {args.out}: {exc.strerror}") from None
     report = {"command": "python -m mobilenet_lab.seeds " + " ".join(args.argv), "machine": machine(),
-              "arch": args.arch, "epochs": args.epochs, "erase": args.erase, "recipe": DEFAULTS, "runs": []}
+              "arch": args.arch, "epochs": args.epochs, "erase": args.erase, "shear": args.shear, "recipe": DEFAULTS,
+              "runs": []}
     for seed in args.seeds:
         print(f"seed {seed}: training {args.arch} for {args.epochs} epochs with the recipe"
-              f"{f', random erasing {args.erase:g}' if args.erase else ''}", flush=True)
-        run = run_seed(args.data, seed, args.arch, args.epochs, args.erase)
+              f"{f', random erasing {args.erase:g}' if args.erase != DEFAULTS['erase'] else ''}"
+              f"{f', shear {args.shear:g}' if args.shear != DEFAULTS['shear'] else ''}", flush=True)
+        run = run_seed(args.data, seed, args.arch, args.epochs, args.erase, args.shear)
         report["runs"].append(run)
         print(f"seed {seed}: returned {run['returned']['test_accuracy']:.4f} test accuracy, "
               f"{run['returned']['test_f1_macro']:.4f} macro F1 ({run['train_seconds']:.0f} s of training)", flush=True)
@@ -183,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--erase", metavar="SHARE", type=float, default=DEFAULTS["erase"],
                    help="random erasing (training.random_erase) in this share of the training images, as the "
                         "root script's --erase (default: the recipe's, %(default)s)")
+    p.add_argument("--shear", metavar="DEG", type=float, default=DEFAULTS["shear"],
+                   help="largest random slant of the training images in degrees, as the root script's "
+                        "--shear (default: the recipe's, %(default)s)")
     p.add_argument("--threads", metavar="N", type=int, default=None,
                    help="torch threads (default: torch's choice, all cores)")
     p.add_argument("--out", metavar="FILE", type=Path, default=Path("runs/seeds.json"),

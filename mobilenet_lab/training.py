@@ -1,7 +1,7 @@
 """Training and testing: ``train`` and ``test`` with the assignment's signatures.
 
 Data stay in memory as uint8 tensors; each step indexes a batch, augments it on the tensor
-(random affine and, when asked, elastic distortion, per image) and feeds it to the network in channels_last layout, which is
+(random affine with shear and, when asked, elastic distortion, per image) and feeds it to the network in channels_last layout, which is
 about twice as fast as contiguous on CPU for depthwise convolutions. No DataLoader workers:
 there is no per-item decoding left to parallelise.
 """
@@ -31,6 +31,7 @@ LOSSES = ("ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal")
 OPTIMIZERS = tuple(OPTIMIZER_NAMES)
 BALANCING = ("none", "weighted-loss", "sampler")
 MAX_ELASTIC = 4.0  # pixels; beyond this a 28x28 digit stops looking like its class
+MAX_SHEAR = 45.0   # degrees; beyond this strokes lie nearly flat
 
 
 class TrainingDiverged(UserError):
@@ -107,15 +108,19 @@ ELASTIC_GRID = 5  # the elastic field's random offsets sit on this many x this m
 
 
 def random_distort(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-                   translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), elastic: float = 0.0) -> torch.Tensor:
+                   translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), elastic: float = 0.0,
+                   shear: float = 0.0) -> torch.Tensor:
     """Rotate, shift and scale each image of a float batch (N, C, H, W) by its own random amount,
-    and with ``elastic`` > 0 also bend it (Simard et al. 2003, "elastic distortions").
+    with ``shear`` > 0 also slant it by up to that many degrees (horizontal lines stay
+    horizontal, as in slanted handwriting), and with ``elastic`` > 0 also bend it (Simard et
+    al. 2003, "elastic distortions").
 
     The elastic field is smooth: uniform random offsets of up to ``elastic`` pixels on an
     ``ELASTIC_GRID`` x ``ELASTIC_GRID`` lattice, upsampled bicubically to the image and added to
     the affine map, so one ``grid_sample`` does both. Strokes bend and thicken locally as
     handwriting does, which the rare classes of the imbalanced set have too few images to show.
-    With ``elastic`` 0 the random draws are those of the affine alone, so older runs repeat.
+    With ``shear`` and ``elastic`` 0 the random draws are those of the affine alone, and the
+    map is the same to the bit, so older runs repeat.
     Pixels that come from outside the image are 0 (MNIST's black background).
     """
     n, _, height, width = x.shape
@@ -123,8 +128,13 @@ def random_distort(x: torch.Tensor, generator: torch.Generator, degrees: float =
     angle = (rand[:, 0] * 2 - 1) * math.radians(degrees)
     factor = scale[0] + rand[:, 1] * (scale[1] - scale[0])
     shift = (rand[:, 2:] * 2 - 1) * translate * 2  # affine_grid coordinates span 2 per image side
+    slant = torch.zeros(n)
+    if shear > 0:  # drawn only when asked, so that runs without it repeat
+        slant = torch.tan((torch.rand(n, generator=generator) * 2 - 1) * math.radians(shear))
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    # rotation-and-scale times the shear [[1, slant], [0, 1]]; slant 0 gives the rotation exactly
+    theta = torch.stack([torch.stack([cos, cos * slant - sin, shift[:, 0]], 1),
+                         torch.stack([sin, sin * slant + cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     if elastic > 0:
         offsets = torch.rand(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=generator) * 2 - 1
@@ -239,12 +249,12 @@ def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
 # ---------------------------------------------------------------------------------------------
 def make_batch(x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, augment: bool,
                device: torch.device, memory_format=MEMORY_FORMAT, elastic: float = 0.0,
-               erase: float = 0.0) -> torch.Tensor:
-    """The float batch ``x[idx]`` in [0, 1], augmented when asked (``elastic``: see
+               erase: float = 0.0, shear: float = 0.0) -> torch.Tensor:
+    """The float batch ``x[idx]`` in [0, 1], augmented when asked (``elastic``, ``shear``: see
     :func:`random_distort`; ``erase``: :func:`random_erase`), on ``device`` in ``memory_format``."""
     xb = x[idx].float().div_(255.0)
     if augment:
-        xb = random_distort(xb, generator, elastic=elastic)
+        xb = random_distort(xb, generator, elastic=elastic, shear=shear)
         if erase > 0:  # with 0 no draws, so runs without erasing repeat
             xb = random_erase(xb, generator, erase)
     return _batches_to(xb, device, memory_format)
@@ -342,7 +352,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
           training_epochs: int = 10, loss_func: str | nn.Module = "ce",
           optimizer: str | torch.optim.Optimizer = "adamw", *, batch_size: int = 128,
           balance: str = "none", augment: bool = True, seed: int = 0, average_decay: float | None = None,
-          elastic: float = 0.0, erase: float = 0.0, checks_per_epoch: int = 1, progress: bool = True,
+          elastic: float = 0.0, erase: float = 0.0, shear: float = 0.0, checks_per_epoch: int = 1,
+          progress: bool = True,
           log_epochs: bool = True,
           keep: str = DEFAULTS["keep"], start_state: dict | None = None,
           on_epoch_end: Callable[[nn.Module, dict], None] | None = None,
@@ -373,6 +384,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
             up to this many pixels (see :func:`random_distort`); 0: affine only.
         erase: with ``augment``, blank a random box in this share of the training images
             (see :func:`random_erase`); 0: none.
+        shear: with ``augment``, also slant each training image by a random angle of up to this
+            many degrees (see :func:`random_distort`); 0: none.
         seed: seeds weight order, batches and augmentation.
         average_decay: keep an exponential moving average of the weights with this decay
             (e.g. 0.999; see :class:`WeightAverage`); validation, the best epoch and the
@@ -403,6 +416,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"training epochs {training_epochs} must be at least 1")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be at least 1")
+    if not 0 <= shear <= MAX_SHEAR:
+        raise UserError(f"shear {shear} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15")
     if not 0 <= elastic <= MAX_ELASTIC:
         raise UserError(f"elastic distortion {elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
     if not 0 <= erase <= 1:
@@ -465,7 +480,8 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         for step in bar:
             fetched = time.perf_counter()
             idx = order[step * batch_size:(step + 1) * batch_size]
-            xb = make_batch(train_set_x, idx, generator, augment, device, elastic=elastic, erase=erase)
+            xb = make_batch(train_set_x, idx, generator, augment, device, elastic=elastic, erase=erase,
+                            shear=shear)
             yb = train_set_y[idx].to(device)
             data_seconds += time.perf_counter() - fetched  # the step waits for its data this long
             loss, logits = train_step(net, opt, loss_fn, xb, yb)

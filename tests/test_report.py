@@ -15,7 +15,7 @@ from mobilenet_lab.recipe import DEFAULTS
 
 pytest.importorskip("reportlab", reason="the report needs reportlab (requirements.txt)")
 pypdf = pytest.importorskip("pypdf", reason="reading the PDF back needs pypdf (requirements.txt)")
-from mobilenet_lab.report_pdf import SECTIONS, elastic_phrase  # after the skips: it imports reportlab
+from mobilenet_lab.report_pdf import SECTIONS, augmentation_phrase  # after the skips: it imports reportlab
 
 
 def run_report(*args) -> tuple[int, str, str]:
@@ -207,11 +207,11 @@ def test_runs_picked_by_another_best_epoch_rule_are_refused(quick_run):
 def test_the_setup_text_states_the_augmentation_a_run_used():
     """Elastic distortion and random erasing are named with their sizes, and only when in effect."""
     from mobilenet_lab.training import ERASE_AREA
-    both = elastic_phrase({"elastic": 1.5, "erase": 0.25})
+    both = augmentation_phrase({"elastic": 1.5, "erase": 0.25})
     assert "up to 1.5 pixels" in both and "in 25% of the training images" in both
     assert f"{ERASE_AREA[0]:.0%}-{ERASE_AREA[1]:.0%} of the image" in both
-    assert elastic_phrase({"elastic": 1.5, "erase": 0.25, "augment": False}) == ""
-    assert elastic_phrase({"elastic": 0, "erase": 0}) == ""
+    assert augmentation_phrase({"elastic": 1.5, "erase": 0.25, "augment": False}) == ""
+    assert augmentation_phrase({"elastic": 0, "erase": 0}) == ""
 
 
 def test_the_time_estimate_uses_the_speed_measured_for_the_run():

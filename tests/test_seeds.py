@@ -74,3 +74,10 @@ def test_a_missing_dataset_is_one_line(tmp_path, capsys):
     assert seeds.main(["--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --data") and "prepare" in err and err.count("\n") == 1
+
+
+def test_an_augmentation_setting_out_of_range_is_one_line(tiny_data, capsys):
+    for flag, value in (("--erase", "1.5"), ("--shear", "50")):
+        assert seeds.main(["--data", str(tiny_data), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} {value}") and err.count("\n") == 1

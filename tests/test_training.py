@@ -61,8 +61,34 @@ def test_elastic_bends_each_image_its_own_way_by_at_most_the_amplitude():
     assert torch.equal(bent, again)  # seeded: runs repeat
 
 
+def test_shear_slants_vertical_strokes_and_keeps_horizontal_ones_level():
+    plain = dict(degrees=0, translate=0, scale=(1, 1))
+    upright = digit_batch()  # a vertical bar
+    slanted = random_distort(upright, torch.Generator().manual_seed(0), shear=30, **plain)
+    cols = torch.arange(28.0)
+
+    def centre(rows):  # mean column of the ink in these rows, per image
+        ink = slanted[:, 0, rows].sum(1)
+        return (ink * cols).sum(1) / ink.sum(1)
+
+    lean = centre(slice(6, 10)) - centre(slice(18, 22))  # top against bottom, 12 rows apart
+    assert lean.abs().max() > 2 and lean.abs().max() <= 12 * 0.58 + 1  # tan(30 degrees) = 0.58
+    assert len(set(lean.round(decimals=2).tolist())) == len(lean)  # each image its own slant
+    level = torch.zeros(8, 1, 28, 28)
+    level[:, :, 12:16, 6:22] = 1.0  # a horizontal bar stays in its rows
+    sheared = random_distort(level, torch.Generator().manual_seed(0), shear=30, **plain)
+    assert sheared[:, :, :11].abs().max() == 0 and sheared[:, :, 17:].abs().max() == 0
+    # Drawn after the affine's numbers: the rotation, shift and scale of each image stay as without it.
+    generator = torch.Generator().manual_seed(0)
+    random_distort(upright, generator, shear=30)
+    expected = torch.Generator().manual_seed(0)
+    torch.rand(8, 4, generator=expected), torch.rand(8, generator=expected)
+    assert torch.equal(generator.get_state(), expected.get_state())
+
+
 @pytest.mark.parametrize("setting, match", [({"elastic": v}, "elastic") for v in (-0.5, 4.5, float("nan"))]
-                         + [({"erase": v}, "random erasing") for v in (-0.1, 1.5, float("nan"))])
+                         + [({"erase": v}, "random erasing") for v in (-0.1, 1.5, float("nan"))]
+                         + [({"shear": v}, "shear") for v in (-1.0, 50.0, float("nan"))])
 def test_train_refuses_an_augmentation_setting_out_of_range(setting, match):
     x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
     y = torch.arange(8) % 3
