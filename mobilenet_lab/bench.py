@@ -227,7 +227,8 @@ def bench_throughput(data: Path, steps: int, eval_images: int, elastic: float, r
     return result
 
 
-def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int, elastic: float, checks: int) -> dict:
+def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int, elastic: float, checks: int,
+                   shear: float = DEFAULTS["shear"]) -> dict:
     import torch
 
     from .data import load_splits
@@ -251,12 +252,12 @@ def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int, elastic:
     train(net, train_x, train_y, splits.test_x, splits.test_y, DEFAULTS["lr"], epochs, DEFAULTS["loss"],
           DEFAULTS["optimizer"], batch_size=DEFAULTS["batch_size"], balance=DEFAULTS["balance"],
           seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"], elastic=elastic,
-          erase=DEFAULTS["erase"], shear=DEFAULTS["shear"], checks_per_epoch=checks, progress=False,
+          erase=DEFAULTS["erase"], shear=shear, checks_per_epoch=checks, progress=False,
           log_epochs=True)
     ours_wall = time.perf_counter() - started
     h = net.history
     erasing = f", random erasing in {DEFAULTS['erase']:.0%} of the images" if DEFAULTS["erase"] else ""
-    shearing = f" with shear up to {DEFAULTS['shear']:g} degrees" if DEFAULTS["shear"] else ""
+    shearing = f" with shear up to {shear:g} degrees" if shear else ""
     ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle {OPTIMIZER_NAMES[DEFAULTS['optimizer']]} peak lr "
                        f"{DEFAULTS['lr']:g}, batch "
                        f"{DEFAULTS['batch_size']}, {DEFAULTS['loss']} loss, weight average (decay "
@@ -357,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--elastic", metavar="PX", type=float, default=DEFAULTS["elastic"],
                    help="elastic distortion of the default recipe in the race and the training throughput, as "
                         "the script's --elastic (default: the recipe's, %(default)s)")
+    p.add_argument("--shear", metavar="DEG", type=float, default=DEFAULTS["shear"],
+                   help="random shear of the default recipe in the race, as the script's --shear "
+                        "(default: the recipe's, %(default)s)")
     p.add_argument("--checks", metavar="N", type=int, default=4,
                    help="test passes per epoch in the race, timing the accuracy targets (default: %(default)s)")
     p.add_argument("--steps", metavar="N", type=int, default=20,
@@ -400,9 +404,11 @@ def _run(args: argparse.Namespace) -> int:
     if min(args.epochs, args.reference_epochs, args.checks, args.steps, args.eval_images, args.warm_runs) < 1:
         raise UserError("--epochs, --reference-epochs, --checks, --steps, --eval-images and --warm-runs "
                         "must be at least 1")
-    from .training import MAX_ELASTIC
+    from .training import MAX_ELASTIC, MAX_SHEAR
     if not 0 <= args.elastic <= MAX_ELASTIC:
         raise UserError(f"--elastic {args.elastic:g} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
+    if not 0 <= args.shear <= MAX_SHEAR:
+        raise UserError(f"--shear {args.shear:g} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15")
     script = find_entry_script(ROOT)
     keep_freed_memory()  # as train() and evaluate() do, before anything is timed in this process
     try:
@@ -431,7 +437,7 @@ def _run(args: argparse.Namespace) -> int:
                       "--out ./mnist-full --idx ../shared/data/mnist --full)", flush=True)
                 continue
             results["accuracy"] = bench_accuracy(args.full_data, args.epochs, args.reference_epochs, args.elastic,
-                                                 args.checks)
+                                                 args.checks, args.shear)
         elif section == "memory":
             results["memory"] = bench_memory(args.data, script)
         elif section == "grader":

@@ -27,7 +27,7 @@ def tiny_bench(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     status, stdout, stderr = run_bench("--data", tiny_data, "--full-data", tiny_data, "--epochs", 2,
                                        "--reference-epochs", 1, "--steps", 2, "--eval-images", 40,
-                                       "--warm-runs", 1, "--elastic", 0.5, "--checks", 3, "--out", out)
+                                       "--warm-runs", 1, "--elastic", 0.5, "--shear", 10, "--checks", 3, "--out", out)
     assert status == 0, stderr
     return json.loads(out.read_text()), stdout
 
@@ -55,7 +55,8 @@ def test_the_race_records_each_check_for_both_recipes(tiny_bench):
     assert race["sizes"] == {"train": 300, "test": 100} and race["checks_per_epoch"] == 3
     assert race["default"]["epochs"] == 2 and len(race["default"]["test_acc"]) == 2
     assert race["reference"]["parameters"] == 1_199_882  # the example's network
-    assert "elastic 0.5 px" in race["default"]["recipe"]  # --elastic reaches the race
+    assert "elastic 0.5 px" in race["default"]["recipe"]  # --elastic and --shear reach the race
+    assert "shear up to 10 degrees" in race["default"]["recipe"]
     for recipe in ("default", "reference"):
         record = race[recipe]
         assert 0 <= record["data_wait_share"] <= 1
@@ -91,6 +92,7 @@ def test_time_to_reads_the_first_check_at_target():
     (["--sections", "decode,speed"], "unknown section speed"),
     (["--steps", "0"], "at least 1"),
     (["--elastic", "9"], "--elastic 9 must be between 0 and 4"),
+    (["--shear", "50"], "--shear 50 must be between 0 and 45"),
 ])
 def test_bad_arguments_give_one_line(tiny_data, args, message):
     if args[0] != "--data":
