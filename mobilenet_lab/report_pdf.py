@@ -1725,7 +1725,9 @@ class Sections:
                          secs(r["seconds_per_epoch"]) if ok else "", secs(r.get("wall_seconds", 0))])
         story += d.table(d.next_table(), "Every run: its name (c: conv blocks, m: MobileNet blocks, e: epochs, lr: peak "
                                          "learning rate, b: batch size, loss, imbalance handling, f: training "
-                                         "fraction, s: seed, then the optimiser where it is not adamw), groups, training images, "
+                                         "fraction, s: seed, then the optimiser, left out where adamw ends the name; avg: "
+                                         "weight-average decay, el: elastic distortion in pixels, er: erased share, "
+                                         "sh: shear in degrees), groups, training images, "
                                          "test accuracy, macro F1, time per epoch and run time.",
                          ["#", "run", "groups", "train", "accuracy", "macro F1", "s / epoch", "time"], rows,
                          widths=[0.04, 0.33, 0.2, 0.09, 0.1, 0.08, 0.08, 0.08], left_cols=3)
