@@ -4,7 +4,7 @@ The root script's flags default to these, and the report's main models and the b
 train with them. No imports here, so that ``--help`` stays fast.
 """
 DEFAULTS = dict(epochs=20, lr=3e-3, batch_size=128, optimizer="adamw", loss="balanced-softmax", balance="none",
-                val_size="0.02", seed=0, average_decay=0.999, elastic=1.5, shear=0.0, erase=0.0,
+                val_size="0.02", seed=0, average_decay=0.999, elastic=1.5, shear=15.0, erase=0.0,
                 keep="last")
 # The optimizers train() knows (training.make_optimizer), as the report and the benchmark name them.
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD with Nesterov momentum"}
