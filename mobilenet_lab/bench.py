@@ -405,11 +405,8 @@ def _run(args: argparse.Namespace) -> int:
     if min(args.epochs, args.reference_epochs, args.checks, args.steps, args.eval_images, args.warm_runs) < 1:
         raise UserError("--epochs, --reference-epochs, --checks, --steps, --eval-images and --warm-runs "
                         "must be at least 1")
-    from .training import MAX_ELASTIC, MAX_SHEAR
-    if not 0 <= args.elastic <= MAX_ELASTIC:
-        raise UserError(f"--elastic {args.elastic:g} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
-    if not 0 <= args.shear <= MAX_SHEAR:
-        raise UserError(f"--shear {args.shear:g} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15")
+    from .training import check_augmentation
+    check_augmentation(flags=True, elastic=args.elastic, shear=args.shear)
     script = find_entry_script(ROOT)
     keep_freed_memory()  # as train() and evaluate() do, before anything is timed in this process
     try:

@@ -141,7 +141,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
     """Turn the root script's arguments into the settings in effect (presets, defaults, paths)."""
     from .data import sample_dataset
     from .model import PRESETS, check_config, default_device
-    from .training import MAX_ELASTIC, MAX_SHEAR
+    from .training import check_augmentation
 
     if getattr(args, "resume", None):
         return resume_settings(args)
@@ -171,15 +171,7 @@ def resolve_settings(args, root: Path) -> RunSettings:
     if not 0 <= args.average_decay < 1:
         raise UserError(f"--average-decay {args.average_decay} must be at least 0 and below 1, e.g. 0.999 "
                         f"(0 turns weight averaging off)")
-    if not 0 <= args.elastic <= MAX_ELASTIC:
-        raise UserError(f"--elastic {args.elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5 "
-                        f"(0 keeps the augmentation affine)")
-    if not 0 <= args.shear <= MAX_SHEAR:
-        raise UserError(f"--shear {args.shear} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15 "
-                        f"(0 slants nothing)")
-    if not 0 <= args.erase <= 1:
-        raise UserError(f"--erase {args.erase} must be a share of the training images between 0 and 1, e.g. 0.5 "
-                        f"(0 erases nothing)")
+    check_augmentation(flags=True, elastic=args.elastic, shear=args.shear, erase=args.erase)
     if args.data is not None and not Path(args.data).exists():
         raise UserError(f"dataset path {args.data} does not exist: build it with "
                         f"'python -m mobilenet_lab.prepare --out {args.data} --idx ../shared/data/mnist', "

@@ -127,17 +127,14 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from .report import machine, write_json
-    from .training import MAX_SHEAR
+    from .training import check_augmentation
 
     if not args.data.is_dir():
         raise UserError(f"--data {args.data} is not a folder: build one with "
                         f"python -m mobilenet_lab.prepare --out {args.data} --idx ../shared/data/mnist")
     if args.epochs < 1:
         raise UserError(f"--epochs {args.epochs} must be at least 1")
-    if not 0 <= args.erase <= 1:
-        raise UserError(f"--erase {args.erase:g} must be a share of the training images between 0 and 1, e.g. 0.5")
-    if not 0 <= args.shear <= MAX_SHEAR:
-        raise UserError(f"--shear {args.shear:g} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15")
+    check_augmentation(flags=True, erase=args.erase, shear=args.shear)
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads} must be at least 1")

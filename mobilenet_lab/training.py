@@ -32,10 +32,33 @@ OPTIMIZERS = tuple(OPTIMIZER_NAMES)
 BALANCING = ("none", "weighted-loss", "sampler")
 MAX_ELASTIC = 4.0  # pixels; beyond this a 28x28 digit stops looking like its class
 MAX_SHEAR = 45.0   # degrees; beyond this strokes lie nearly flat
+# Each augmentation setting: (largest value, its allowed range in words, an example, what 0 does).
+# train() and every command-line tool check them with check_augmentation, so limits and messages live here.
+AUGMENTATION_LIMITS = {
+    "elastic": (MAX_ELASTIC, f"between 0 and {MAX_ELASTIC:g} pixels", "1.5", "keeps the augmentation affine"),
+    "shear": (MAX_SHEAR, f"between 0 and {MAX_SHEAR:g} degrees", "15", "slants nothing"),
+    "erase": (1.0, "a share of the training images between 0 and 1", "0.5", "erases nothing"),
+}
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+def check_augmentation(flags: bool = False, **settings: float) -> None:
+    """Raise :class:`UserError` for the first augmentation setting (``elastic``, ``shear``,
+    ``erase``) outside its range; NaN is outside every range.
+
+    Args:
+        flags: name the setting as its command-line flag (``--shear``) rather than as the
+            argument of :func:`train` (``shear``).
+        settings: the values to check, by name, e.g. ``shear=15.0``.
+    """
+    for name, value in settings.items():
+        high, allowed, example, zero = AUGMENTATION_LIMITS[name]
+        if not 0 <= value <= high:
+            raise UserError(f"{'--' if flags else ''}{name} {value:g} must be {allowed}, e.g. {example} "
+                            f"(0 {zero})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,12 +439,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor,
         raise UserError(f"training epochs {training_epochs} must be at least 1")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be at least 1")
-    if not 0 <= shear <= MAX_SHEAR:
-        raise UserError(f"shear {shear} must be between 0 and {MAX_SHEAR:g} degrees, e.g. 15")
-    if not 0 <= elastic <= MAX_ELASTIC:
-        raise UserError(f"elastic distortion {elastic} must be between 0 and {MAX_ELASTIC:g} pixels, e.g. 1.5")
-    if not 0 <= erase <= 1:
-        raise UserError(f"random erasing {erase} must be a share of the images between 0 and 1, e.g. 0.5")
+    check_augmentation(elastic=elastic, shear=shear, erase=erase)
     if keep not in KEEP_CHOICES:
         raise UserError(f"keep '{keep}' is not known: choose last (the last epoch's weights) or best "
                         f"(the best validation epoch's)")

@@ -87,13 +87,23 @@ def test_shear_slants_vertical_strokes_and_keeps_horizontal_ones_level():
 
 
 @pytest.mark.parametrize("setting, match", [({"elastic": v}, "elastic") for v in (-0.5, 4.5, float("nan"))]
-                         + [({"erase": v}, "random erasing") for v in (-0.1, 1.5, float("nan"))]
+                         + [({"erase": v}, "erase") for v in (-0.1, 1.5, float("nan"))]
                          + [({"shear": v}, "shear") for v in (-1.0, 50.0, float("nan"))])
 def test_train_refuses_an_augmentation_setting_out_of_range(setting, match):
     x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
     y = torch.arange(8) % 3
     with pytest.raises(UserError, match=match):
         lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", progress=False, log_epochs=False, **setting)
+
+
+def test_check_augmentation_names_the_flag_or_the_argument_and_accepts_the_limits():
+    from mobilenet_lab.training import check_augmentation
+    with pytest.raises(UserError, match=r"^--shear 50 must be between 0 and 45 degrees, e\.g\. 15 \(0 slants nothing\)$"):
+        check_augmentation(flags=True, shear=50.0)
+    with pytest.raises(UserError, match=r"^erase nan must be a share of the training images between 0 and 1"):
+        check_augmentation(elastic=1.5, erase=float("nan"))
+    check_augmentation(flags=True, elastic=0.0, shear=45.0, erase=1.0)  # the limits themselves are allowed
+    check_augmentation(elastic=4.0, shear=0.0, erase=0.0)
 
 
 def test_random_erasing_blanks_one_box_of_the_stated_size_in_the_stated_share():
