@@ -29,6 +29,7 @@ from .recipe import DEFAULTS, KEEP_CHOICES, OPTIMIZER_NAMES
 MEMORY_FORMAT = torch.channels_last
 LOSSES = ("ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal")
 OPTIMIZERS = tuple(OPTIMIZER_NAMES)
+WEIGHT_DECAY = 5e-4  # make_optimizer's, for AdamW and SGD alike
 BALANCING = ("none", "weighted-loss", "sampler")
 MAX_ELASTIC = 4.0  # pixels; beyond this a 28x28 digit stops looking like its class
 MAX_SHEAR = 45.0   # degrees; beyond this strokes lie nearly flat
@@ -112,7 +113,7 @@ def make_loss(name: str, train_y: torch.Tensor, num_classes: int, balance: str =
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1 if name == "label-smoothing" else 0.0)
 
 
-def make_optimizer(name: str, params, learning_rate: float, weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, learning_rate: float, weight_decay: float = WEIGHT_DECAY) -> torch.optim.Optimizer:
     if learning_rate <= 0 or not math.isfinite(learning_rate):
         raise UserError(f"learning rate {learning_rate} must be a positive number, e.g. 0.003")
     if name == "adamw":
