@@ -252,9 +252,9 @@ def run_seed(data: Path, seed: int, arch: str, epochs: int, changes: Changes = C
     return result
 
 
-# The study's flags beyond the root script's, with their ranges: (low, high, example).
-CHANGE_LIMITS = {"weight_decay": (0.0, 1.0, "0.05"), "degrees": (0.0, 90.0, "5"), "translate": (0.0, 0.5, "0.05"),
-                 "scale": (0.0, 0.5, "0.05"), "dropout": (0.0, 0.9, "0.2"), "mixup": (0.0, 10.0, "0.2")}
+# The study's settings that are not augmentation ranges (training.AUGMENTATION_LIMITS has
+# those): (low, high, example).
+CHANGE_LIMITS = {"weight_decay": (0.0, 1.0, "0.05"), "dropout": (0.0, 0.9, "0.2"), "mixup": (0.0, 10.0, "0.2")}
 
 
 def check_changes(args: argparse.Namespace) -> Changes:
@@ -263,7 +263,9 @@ def check_changes(args: argparse.Namespace) -> Changes:
 
     from .training import check_augmentation
 
-    check_augmentation(flags=True, erase=args.erase, shear=args.shear)
+    ranges = {name: getattr(args, name) for name in ("degrees", "translate", "scale")
+              if getattr(args, name) is not None}
+    check_augmentation(flags=True, erase=args.erase, shear=args.shear, **ranges)
     if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr {args.lr:g} must be a positive number, e.g. 0.005")
     for name, (low, high, example) in CHANGE_LIMITS.items():

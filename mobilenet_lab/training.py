@@ -39,6 +39,10 @@ AUGMENTATION_LIMITS = {
     "elastic": (MAX_ELASTIC, f"between 0 and {MAX_ELASTIC:g} pixels", "1.5", "keeps the augmentation affine"),
     "shear": (MAX_SHEAR, f"between 0 and {MAX_SHEAR:g} degrees", "15", "slants nothing"),
     "erase": (1.0, "a share of the training images between 0 and 1", "0.5", "erases nothing"),
+    # random_distort's own ranges (train() keeps its defaults; the seeds study can change them)
+    "degrees": (90.0, "between 0 and 90 degrees", "10", "rotates nothing"),
+    "translate": (0.5, "a share of the image side between 0 and 0.5", "0.1", "shifts nothing"),
+    "scale": (0.5, "a share of the size between 0 and 0.5", "0.1", "keeps the size"),
 }
 
 
@@ -48,7 +52,7 @@ class TrainingDiverged(UserError):
 
 def check_augmentation(flags: bool = False, **settings: float) -> None:
     """Raise :class:`UserError` for the first augmentation setting (``elastic``, ``shear``,
-    ``erase``) outside its range; NaN is outside every range.
+    ``erase``, ``degrees``, ``translate``, ``scale``) outside its range; NaN is outside every range.
 
     Args:
         flags: name the setting as its command-line flag (``--shear``) rather than as the

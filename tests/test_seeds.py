@@ -155,6 +155,7 @@ def test_a_change_out_of_range_is_one_line(tiny_data, tmp_path, capsys):
     for flags, start in ((["--weight-decay", "-1"], "error: --weight-decay -1 must be between 0 and 1"),
                          (["--dropout", "1.5"], "error: --dropout 1.5 must be between 0 and 0.9"),
                          (["--lr", "0"], "error: --lr 0 must be a positive number"),
+                         (["--translate", "0.7"], "error: --translate 0.7 must be a share of the image side"),
                          (["--epochs", "2", "--clean-last", "3"], "error: --clean-last 3 must be between 0 and"),
                          (["--idx", str(tmp_path / "nowhere")], "error: --idx")):
         assert seeds.main(["--data", str(tiny_data), *flags]) == 2
