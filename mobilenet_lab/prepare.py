@@ -114,7 +114,8 @@ def write_part(path: Path, part: str, images: np.ndarray, labels: np.ndarray) ->
     os.replace(tmp, path)
 
 
-def _row_hashes(images: np.ndarray) -> list[bytes]:
+def row_hashes(images: np.ndarray) -> list[bytes]:
+    """A 16-byte digest of each image, to find the same digit in two sets."""
     return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in images]
 
 
@@ -137,8 +138,8 @@ def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: i
         train_x, train_y, test_x, test_y = load_idx_mnist(Path(idx))
         source = f"MNIST IDX files in {idx}"
         if exclude_sample and not full:
-            sample = set(_row_hashes(load_sample_digits()[0]))
-            keep = np.array([h not in sample for h in _row_hashes(train_x)])
+            sample = set(row_hashes(load_sample_digits()[0]))
+            keep = np.array([h not in sample for h in row_hashes(train_x)])
             train_x, train_y = train_x[keep], train_y[keep]
     else:
         x, y = load_sample_digits()

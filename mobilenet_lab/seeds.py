@@ -196,19 +196,14 @@ def recipe_changed(changes: Changes, net, seed: int, epochs: int, steps_per_epoc
 def left_out_digits(idx_folder: Path, splits):
     """The full-MNIST training digits (IDX files in ``idx_folder``) that are in neither the
     training nor the validation part of ``splits``, as (images, labels) tensors."""
-    import hashlib
-
     import numpy as np
     import torch
 
-    from .prepare import load_idx_mnist
+    from .prepare import load_idx_mnist, row_hashes
 
     images, labels, _, _ = load_idx_mnist(idx_folder)
-
-    def digest(image) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
-    used = {digest(image.numpy().reshape(images.shape[1:])) for image in torch.cat([splits.train_x, splits.val_x])}
-    keep = np.array([digest(image) not in used for image in images], dtype=bool)
+    used = set(row_hashes(torch.cat([splits.train_x, splits.val_x]).numpy().reshape(-1, *images.shape[1:])))
+    keep = np.array([digest not in used for digest in row_hashes(images)], dtype=bool)
     return torch.from_numpy(images[keep]).unsqueeze(1), torch.from_numpy(labels[keep].astype(np.int64))
 
 
