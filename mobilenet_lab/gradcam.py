@@ -18,20 +18,10 @@ def grad_cam(net: nn.Module, images: torch.Tensor, target_classes: torch.Tensor 
              layer: nn.Module | None = None, *, batch_size: int = 256) -> torch.Tensor:
     """Grad-CAM heatmaps of ``images`` for ``target_classes``.
 
-    The network is run in eval mode and left in the mode it was in; no parameter gradients
-    are written (gradients are taken with ``torch.autograd.grad`` w.r.t. the activations only).
-
-    Args:
-        net: a classifier returning logits (e.g. ``MobileNetLab``).
-        images: uint8 images (N, C, H, W), or floats in [0, 1].
-        target_classes: class index per image (N,); None explains the predicted class.
-        layer: the module whose output is explained; default ``net.blocks[-1]``, the last
-            convolution block (the last spatial map before global average pooling).
-        batch_size: images per forward/backward pass.
-
-    Returns:
-        Float tensor (N, H, W) on the CPU, each map scaled to [0, 1] (all zeros where no
-        location speaks for the class).
+    ``images`` are uint8 (N, C, H, W) or floats in [0, 1]; ``target_classes`` None explains the predicted
+    class; ``layer`` defaults to the last block (the last map before global average pooling). Returns
+    (N, H, W) maps on the CPU, each scaled to [0, 1]. The network runs in eval mode and is left in the
+    mode it was in; no parameter gradients are written (``torch.autograd.grad`` w.r.t. the activations).
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError("grad_cam needs gradients: call it outside torch.inference_mode()")

@@ -1,12 +1,13 @@
 """Keep freed memory in the process instead of handing it back to the operating system.
 
 glibc's malloc serves blocks of 128 KB or more with fresh ``mmap`` pages and unmaps them on
-free, so every training or evaluation batch faults its activation buffers (a few MB each) in
-again: about 800,000 page faults and 2 s of system time in one evaluation of the 10,000 test
-images. Raising the mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB lets
-malloc reuse those blocks instead; ``python -m mobilenet_lab.bench`` measures the effect.
-Elsewhere than glibc (macOS, Windows, musl) this does nothing; so does setting the
-environment variable ``MOBILENET_LAB_MALLOC=default`` (for side-by-side measurements).
+free, so every training step faults its activation buffers (a few MB each) in again. Raising
+the mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB lets malloc reuse
+those blocks. It changes the whole process, so only the command-line entry points call it (the
+root script and ``python -m mobilenet_lab``), first thing; the library itself never does.
+``python -m mobilenet_lab bench --sections malloc`` measures training with and without it
+(docs/benchmarks.md). Elsewhere than glibc this does nothing; so does the environment variable
+``MOBILENET_LAB_MALLOC=default``.
 """
 from __future__ import annotations
 

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .config import Config
 from .errors import UserError
 
 BASE_WIDTH = 48       # channels of the first block
 MAX_WIDTH = 512       # channels stop doubling here
 MIN_DOWNSAMPLE = 8    # a block halves the feature map only while it is at least this big
-
-# The assignment's two architectures, as (conv_block_count, mobilenet_block_count).
-PRESETS: dict[str, tuple[int, int]] = {
-    "mobilenet": (1, 6),  # its sample network: a full-conv stem, then depthwise-separable blocks
-    "conv4": (4, 0),      # 4 conv blocks, GAP and fc
-}
 
 
 class ConvBNReLU(nn.Sequential):
@@ -43,6 +40,21 @@ class ConvBNReLU(nn.Sequential):
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
+
+
+class DepthwiseConvBNReLU(ConvBNReLU):
+    """The depthwise unit of a ConvDw block. On the CPU it runs in float32 even inside bfloat16 autocast:
+    oneDNN's bfloat16 depthwise kernels are slower than its float32 ones, while the pointwise and full
+    convolutions gain (``python -m mobilenet_lab bench --sections precision`` measures both)."""
+
+    def __init__(self, channels: int, stride: int = 1):
+        super().__init__(channels, channels, 3, stride, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(x.float())
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> ConvBNReLU:
@@ -65,7 +77,7 @@ class ConvDw(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__(
-            ConvBNReLU(in_channels, in_channels, 3, stride, groups=in_channels),  # depthwise
+            DepthwiseConvBNReLU(in_channels, stride),                             # depthwise
             ConvBNReLU(in_channels, out_channels, 1),                             # pointwise
         )
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
@@ -175,8 +187,6 @@ def fused_for_inference(net: MobileNetLab) -> MobileNetLab:
     """A copy of ``net`` in eval mode with every batch norm folded into the convolution before
     it: the same outputs up to float rounding, with two passes over each feature map fewer
     (``python -m mobilenet_lab.bench`` measures the gain)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     fused = copy.deepcopy(net).eval()
     for unit in fused.modules():
         if isinstance(unit, ConvBNReLU) and isinstance(unit[1], nn.BatchNorm2d):
@@ -184,31 +194,36 @@ def fused_for_inference(net: MobileNetLab) -> MobileNetLab:
     return fused
 
 
-def default_device() -> torch.device:
-    """CUDA or Apple MPS when present, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def pick_device(name: str = "auto") -> torch.device:
+    """The device called ``name`` ("auto": CUDA or Apple MPS when present, else the CPU), if it is here."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available[name]:
+        raise UserError(f"--device {name} is not available on this machine: use --device auto or cpu")
+    return torch.device(name)
 
 
-def check_config(conv_block_count: int, mobilenet_block_count: int, input_dim, num_classes: int) -> NetConfig:
-    """Validate the network arguments and return them as a NetConfig."""
-    if conv_block_count < 0 or mobilenet_block_count < 0 or conv_block_count + mobilenet_block_count < 1:
-        raise UserError(f"block counts {conv_block_count} conv + {mobilenet_block_count} MobileNet: "
-                        f"counts must not be negative and at least one block is needed")
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), from /proc/cpuinfo (Linux only)."""
     try:
-        dims = tuple(int(d) for d in input_dim)
-    except (TypeError, ValueError):
-        raise UserError(f"input_dim {input_dim!r} is not three integers C,H,W: use e.g. 1,28,28") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise UserError(f"input_dim {input_dim!r} must be three positive integers C,H,W, e.g. 1,28,28")
-    if dims[0] not in (1, 3):
-        raise UserError(f"input_dim has {dims[0]} channels: images have 1 (grayscale) or 3 (RGB)")
-    if num_classes < 2:
-        raise UserError(f"num_classes {num_classes} is below 2: a classifier needs at least two classes")
-    return NetConfig(conv_block_count, mobilenet_block_count, dims, num_classes)
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[1].split()))
+
+
+def autocast_dtype(precision: str, plain: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast type training uses: bfloat16 for "bf16"; for "auto" only where it was measured to pay
+    (docs/benchmarks.md): a network of plain conv blocks on a CPU with bfloat16 instructions. Networks with
+    ConvDw blocks stay in float32: their dev accuracy fell in bfloat16. ``plain``: the network has no ConvDw
+    block. None means float32."""
+    supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_bf16()
+    if precision == "bf16" and not supported:
+        raise UserError(f"--precision bf16: this {device.type.upper()} has no bfloat16 instructions: use --precision "
+                        f"fp32 or auto")
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cpu" and supported
+                                                     and plain) else None
 
 
 def init_network(conv_block_count: int, mobilenet_block_count: int, input_dim=(1, 28, 28),
@@ -222,8 +237,26 @@ def init_network(conv_block_count: int, mobilenet_block_count: int, input_dim=(1
         num_classes: number of output classes.
         device: where to put the network; default: CUDA or MPS when present, else CPU.
     """
-    config = check_config(conv_block_count, mobilenet_block_count, input_dim, num_classes)
-    return MobileNetLab(config).to(device or default_device())
+    Config(conv_blocks=conv_block_count, mobilenet_blocks=mobilenet_block_count, input_dim=tuple(input_dim),
+           num_classes=num_classes)  # the range check of every setting
+    net = MobileNetLab(NetConfig(conv_block_count, mobilenet_block_count, tuple(input_dim), num_classes))
+    return net.to(device or pick_device())
+
+
+def planned_bytes(config: Config, training: bool = True) -> int:
+    """Memory a run of ``config``'s network plans to use, from its shapes alone (nothing is allocated): the
+    weights and their copies (gradients, optimiser moments, the average, the best epoch's: 8 in all when
+    training), and each block's output kept for the backward pass (3 tensors a unit) for one batch."""
+    conv, mobile = config.block_counts
+    channels, height, width = config.input_dim
+    params, activations = 0, channels * height * width
+    for i, (cin, cout, stride) in enumerate(block_schedule(conv + mobile, config.input_dim)):
+        height, width = (height + 1) // 2 if stride == 2 else height, (width + 1) // 2 if stride == 2 else width
+        params += 9 * cin * cout if i < conv else 9 * cin + cin * cout
+        activations += 3 * height * width * (cout if i < conv else cin + cout)
+    params += cout * config.num_classes
+    batch = config.batch_size if training else 128
+    return 4 * ((8 if training else 2) * params + (2 if training else 1) * batch * activations)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,251 +1,151 @@
-"""What a run of the root script prints and writes: settings, run folder, results, metrics.json."""
+"""What a run of the root script prints and writes: its settings, the data, the results, metrics.json
+and the trained model."""
 from __future__ import annotations
 
-import json
-import os
+import argparse
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from .checkpoint import SavedModel, TrainingSaver, open_checkpoint, read_resume_state, save, versions
+from .config import Config, from_flags
+from .data import Splits
 from .errors import UserError
-from .metrics import format_metrics
+from .files import write_json
+from .metrics import compute_metrics, format_metrics
+from .limits import check_memory
+from .model import autocast_dtype, count_parameters, pick_device, planned_bytes
+from .sample import sample_dataset
+from .training import History, Predictions, evaluate
+
+ARCHITECTURE = ("arch", "conv_blocks", "mobilenet_blocks", "input_dim", "num_classes")  # a saved model decides these
 
 
 @dataclass
-class RunSettings:
-    """Every parameter in effect for one run of the root script (printed, and stored in the checkpoint)."""
+class RunPlan:
+    """One run of the root script: who, which settings, where the data and the model are, what to write."""
     name: str
     roll_number: str
-    data: str
-    is_training: bool
-    preset: str
-    conv_block_count: int
-    mobilenet_block_count: int
-    input_dim: tuple[int, int, int]
-    num_classes: int
-    train_size: str | None
-    val_size: str | None
-    test_size: str | None
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    optimizer: str
-    loss: str
-    balance: str
-    augment: bool
-    seed: int
-    device: str
-    model_path: str
-    out: str
+    config: Config
+    training: bool
+    data: Path
+    model_path: Path
+    model_given: bool
+    out: Path
     visualize: bool
-    explicit: set[str] = field(default_factory=set)
-    resume: str | None = None
-    start_state: dict | None = field(default=None, repr=False)  # the training state --resume continues
-    average_decay: float = 0.0  # 0: no weight averaging (and what checkpoints from before it mean)
-    elastic: float = 0.0  # pixels of elastic distortion; 0: affine augmentation only (checkpoints from before it)
-    erase: float = 0.0  # share of training images with a random box blanked; 0: none (checkpoints from before it)
-    shear: float = 0.0  # degrees of random slant; 0: none (checkpoints from before it)
-    keep: str = "best"  # whose weights train() returns: last or best epoch ("best" for checkpoints from before it)
+    show: bool
+    device: torch.device
+    saved: SavedModel | None = None  # the model to evaluate, or the interrupted run to resume
 
-    def as_dict(self) -> dict:
-        """The settings as plain values (stored in checkpoints and metrics.json)."""
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
-             if k not in ("explicit", "start_state")}
-        d["explicit"] = sorted(self.explicit)
-        return d
-
-    def table(self) -> str:
-        shown = {k: v for k, v in vars(self).items()
-                 if k not in ("name", "roll_number", "explicit", "start_state") and not (k == "resume" and v is None)}
-        if not self.is_training:  # these only matter when training
-            for k in ("train_size", "epochs", "learning_rate", "batch_size", "optimizer", "loss", "balance", "augment",
-                      "average_decay", "elastic", "erase", "shear", "keep"):
-                shown.pop(k)
-        width = max(len(k) for k in shown)
-        return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
+    def header(self) -> str:
+        groups = ("data", "model", "training") if self.training else ("data", "model")
+        dtype = autocast_dtype(self.config.precision, self.config.block_counts[1] == 0, self.device)
+        where = {"data": self.data, "device": self.device, "model": self.model_path, "out": self.out}
+        if self.training:
+            where["training in"] = "bfloat16 autocast" if dtype is not None else "float32"
+        lines = self.config.table(groups).splitlines() + [f"  {k:<16}  {v}" for k, v in where.items()]
+        return (f"Name: {self.name}\nRoll number: {self.roll_number}\n\n"
+                f"Parameters in effect{'' if self.training else ' (the saved model decides the architecture)'}:\n"
+                + "\n".join(lines) + "\n\nLibraries: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + "\n")
 
 
-def default_run_dir(preset: str) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{preset}"
+def plan_run(args: argparse.Namespace, root: Path) -> RunPlan:
+    """The RunPlan the root script's arguments ask for: a new training run, a resumed one, or evaluating a
+    saved model, whose architecture then wins over the flags (a flag that contradicts it is refused).
+    ``root`` is the root script's folder, which holds saved_models/."""
+    out = Path(args.out) if args.out else None
+    if args.resume:
+        saved = read_resume_state(args.resume)
+        if saved.trainer_state["epoch"] >= saved.config.epochs:
+            raise UserError(f"{args.resume} is from a run that already finished all {saved.config.epochs} epochs: "
+                            f"its model is in {Path(args.resume).parent}")
+        run = saved.run
+        return RunPlan(args.name, args.roll_number, saved.config, True, Path(run["data"]), Path(run["model"]),
+                       bool(run["model_given"]), Path(args.resume).parent, args.visualize or bool(run["visualize"]),
+                       args.show, pick_device(saved.config.device), saved)
+    config, given = from_flags(args)
+    device = pick_device(config.device)
+    if args.data is not None and not Path(args.data).is_dir():
+        exists = Path(args.data).exists()
+        raise UserError(f"dataset path {args.data} {'is a file, not a folder' if exists else 'does not exist'}: "
+                        + ("give the folder that holds the train and test parts" if exists else
+                           f"build it with 'python -m mobilenet_lab prepare --out {args.data} --idx "
+                           f"../shared/data/mnist', or leave out --data to use the embedded sample"))
+    data = Path(args.data) if args.data is not None else sample_dataset()
+    model_path = Path(args.model) if args.model else root / "saved_models" / f"{config.preset}.pt"
+    check_memory(planned_bytes(config, args.train), f"{'training' if args.train else 'evaluating'} a "
+                 f"{config.block_counts[0]} conv + {config.block_counts[1]} ConvDw network on "
+                 f"{'x'.join(map(str, config.input_dim))} images in batches of {config.batch_size}",
+                 "choose a smaller --batch-size or --input-dim, or fewer blocks")
+    saved = None
+    if not args.train:
+        saved = open_checkpoint(model_path, device)
+        config = _adopt(saved, config, given, model_path)
+    out = out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.preset}"
+    return RunPlan(args.name, args.roll_number, config, args.train, data, model_path, args.model is not None,
+                   out, args.visualize, args.show, device, saved)
 
 
-def make_run_dir(path: str | Path) -> Path:
-    """Create the run folder (or fail with a clear message before any work is done)."""
-    path = Path(path)
+def _adopt(saved: SavedModel, config: Config, given: set[str], path: Path) -> Config:
+    """The saved model's settings with the flags' data settings; a flag that contradicts its architecture
+    is refused."""
+    net = saved.net.config
+    theirs = Config(conv_blocks=net.conv_block_count, mobilenet_blocks=net.mobilenet_block_count,
+                    input_dim=tuple(net.input_dim), num_classes=net.num_classes)
+    for key in sorted(given & set(ARCHITECTURE)):
+        if key == "arch":
+            mine, found = config.preset, theirs.preset
+        elif key.endswith("blocks"):
+            index = key == "mobilenet_blocks"
+            mine, found = config.block_counts[index], theirs.block_counts[index]
+        else:
+            mine, found = getattr(config, key), getattr(theirs, key)
+        if mine != found:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"the saved model {path} has {key.replace('_', ' ')} {found}, not {flag} {mine}: "
+                            f"drop {flag}, pass the matching --model, or --train")
+    keep = {k: getattr(config, k) for k in ("train_size", "val_size", "test_size", "seed", "device")}
+    return replace(saved.config or Config(), conv_blocks=net.conv_block_count,
+                   mobilenet_blocks=net.mobilenet_block_count, input_dim=tuple(net.input_dim),
+                   num_classes=net.num_classes, **keep)
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create the run folder, or fail with a clear message before any work is done."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
+        probe = path / f".write-test-{id(path)}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"cannot write to the output folder {path} ({exc.strerror}): "
-                        f"choose a writable one with --out DIR") from exc
+        raise UserError(f"cannot write to the output folder {path} ({exc.strerror}): choose a writable one "
+                        f"with --out DIR") from exc
     return path
 
 
-def summarise_split(name: str, loss: float | None, accuracy: float | None, note: str = "") -> str:
-    if loss is None:
-        return f"  {name:<11} loss    n/a   accuracy    n/a  {note}"
-    return f"  {name:<11} loss {loss:.4f}   accuracy {accuracy:.4f}  {note}".rstrip()
+def describe_splits(splits: Splits) -> str:
+    lines = ["Data:"]
+    for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        if len(part):
+            lines.append(f"  {name:<5} {len(part):>6} images   class counts {part.class_counts(splits.num_classes)}")
+    return "\n".join(lines + [f"  {name} part: {source}" for name, source in splits.sources.items()]) + "\n"
 
 
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def saver_for(plan: RunPlan, splits: Splits, run_dir: Path) -> TrainingSaver:
+    return TrainingSaver(run_dir, splits.class_names, splits.train.class_counts(splits.num_classes),
+                         {"data": str(plan.data), "model": str(plan.model_path), "model_given": plan.model_given,
+                          "visualize": plan.visualize})
 
 
-def results_block(split_figures: dict[str, tuple], metrics: dict, params: int) -> str:
-    lines = [f"parameters: {params:,}", "", "loss and accuracy"]
-    for split, (loss, acc, note) in split_figures.items():
-        lines.append(summarise_split(split, loss, acc, note))
-    lines += ["", "test set metrics", format_metrics(metrics)]
-    return "\n".join(lines)
-
-
-def metrics_record(settings: RunSettings, split_figures: dict[str, tuple], metrics: dict, params: int,
-                   history: dict, seconds: dict[str, float]) -> dict:
-    """The content of metrics.json: the keys the assignment's figures need, plus everything else."""
-    record = {
-        "name": settings.name, "roll_number": settings.roll_number,
-        "settings": settings.as_dict(),
-        "parameters": params,
-    }
-    for split, (loss, acc, note) in split_figures.items():
-        record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, acc
-    record.update({
-        "test_f1_macro": metrics["f1_macro"], "test_f1_weighted": metrics["f1_weighted"],
-        "confusion_matrix": metrics["confusion_matrix"], "test_metrics": metrics,
-        "history": history, "seconds": seconds, "torch_threads": torch.get_num_threads(),
-    })
-    return record
-
-
-# ---------------------------------------------------------------------------------------------
-# From command-line arguments to settings, and from predictions to results.
-# ---------------------------------------------------------------------------------------------
-def parse_input_dim(text: str) -> tuple[int, int, int]:
-    parts = [p for p in str(text).replace("x", ",").replace(" ", ",").split(",") if p]
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise UserError(f"--input-dim {text} is not three positive integers C,H,W: use e.g. 1,28,28")
-    return dims  # type: ignore[return-value]
-
-
-def resolve_settings(args, root: Path) -> RunSettings:
-    """Turn the root script's arguments into the settings in effect (presets, defaults, paths)."""
-    from .data import sample_dataset
-    from .model import PRESETS, check_config, default_device
-    from .training import check_augmentation
-
-    if getattr(args, "resume", None):
-        return resume_settings(args)
-    explicit = {k for k in ("conv_blocks", "mobilenet_blocks", "input_dim", "num_classes", "model")
-                if getattr(args, k) is not None}
-    conv, mobile = PRESETS[args.arch]
-    conv = args.conv_blocks if args.conv_blocks is not None else conv
-    mobile = args.mobilenet_blocks if args.mobilenet_blocks is not None else mobile
-    preset = next((name for name, counts in PRESETS.items() if counts == (conv, mobile)), "custom")
-    input_dim = parse_input_dim(args.input_dim) if args.input_dim is not None else (1, 28, 28)
-    num_classes = args.num_classes if args.num_classes is not None else 10
-    check_config(conv, mobile, input_dim, num_classes)
-    if args.device == "auto":
-        device = str(default_device())
-    else:
-        available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                     "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
-        if not available[args.device]:
-            raise UserError(f"--device {args.device} is not available on this machine: use --device auto or cpu")
-        device = args.device
-    if args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs} must be at least 1")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size} must be at least 1")
-    if not args.lr > 0:
-        raise UserError(f"--lr {args.lr} must be a positive number, e.g. 0.003")
-    if not 0 <= args.average_decay < 1:
-        raise UserError(f"--average-decay {args.average_decay} must be at least 0 and below 1, e.g. 0.999 "
-                        f"(0 turns weight averaging off)")
-    check_augmentation(flags=True, elastic=args.elastic, shear=args.shear, erase=args.erase)
-    if args.data is not None and not Path(args.data).exists():
-        raise UserError(f"dataset path {args.data} does not exist: build it with "
-                        f"'python -m mobilenet_lab.prepare --out {args.data} --idx ../shared/data/mnist', "
-                        f"or leave out --data to use the embedded sample")
-    if args.data is not None and not Path(args.data).is_dir():
-        raise UserError(f"dataset path {args.data} is a file, not a folder: give the folder that holds "
-                        f"the train and test parts (folders or .zip files)")
-    data = str(args.data) if args.data is not None else str(sample_dataset())
-    model_path = args.model or str(root / "saved_models" / f"{preset}.pt")
-    return RunSettings(
-        name=args.name, roll_number=args.roll_number, data=data, is_training=args.train, preset=preset,
-        conv_block_count=conv, mobilenet_block_count=mobile, input_dim=input_dim, num_classes=num_classes,
-        train_size=args.train_size, val_size=args.val_size, test_size=args.test_size, epochs=args.epochs,
-        learning_rate=args.lr, batch_size=args.batch_size, optimizer=args.optimizer, loss=args.loss,
-        balance=args.balance, augment=not args.no_augment, seed=args.seed, average_decay=args.average_decay,
-        elastic=args.elastic if not args.no_augment else 0.0, erase=args.erase if not args.no_augment else 0.0,
-        shear=args.shear if not args.no_augment else 0.0, keep=args.keep,
-        device=device,
-        model_path=model_path, out=str(args.out or default_run_dir(preset)), visualize=args.visualize,
-        explicit=explicit)
-
-
-def resume_settings(args) -> RunSettings:
-    """Settings of an interrupted run, read from its checkpoint-last.pt (--resume)."""
-    from .checkpoint import read_resume_state
-
-    stored, state = read_resume_state(args.resume)
-    known = set(RunSettings.__dataclass_fields__) - {"start_state", "resume"}
-    values = {k: v for k, v in stored.items() if k in known}
-    values.update(input_dim=tuple(values["input_dim"]), explicit=set(values.get("explicit", [])),
-                  name=args.name, roll_number=args.roll_number, out=str(Path(args.resume).parent),
-                  resume=str(args.resume), visualize=args.visualize or values.get("visualize", False))
-    if state["epoch"] >= state["epochs"]:
-        raise UserError(f"{args.resume} is from a run that already finished all {state['epochs']} epochs: "
-                        f"its model is in {Path(args.resume).parent}")
-    settings = RunSettings(**values)
-    settings.start_state = state
-    return settings
-
-
-def interrupted(saver) -> str:
+def interrupted(saver: TrainingSaver) -> str:
     """What to tell the user after Ctrl-C during training."""
     if saver.epoch == 0:
         return "stopped during the first epoch; nothing was saved and saved models are untouched"
     return (f"stopped after epoch {saver.epoch} of {saver.epochs}. Best model so far: {saver.best_path}. "
-            f"Continue with: python {Path(__import__('sys').argv[0]).name} --resume {saver.last_path}")
-
-
-def adopt_checkpoint(settings: RunSettings, net) -> RunSettings:
-    """Take the architecture from a loaded model; refuse explicit flags that contradict it."""
-    config = net.config
-    saved = {"conv_blocks": config.conv_block_count, "mobilenet_blocks": config.mobilenet_block_count,
-             "input_dim": tuple(config.input_dim), "num_classes": config.num_classes}
-    asked = {"conv_blocks": settings.conv_block_count, "mobilenet_blocks": settings.mobilenet_block_count,
-             "input_dim": tuple(settings.input_dim), "num_classes": settings.num_classes}
-    for key in saved:
-        if key in settings.explicit and saved[key] != asked[key]:
-            flag = "--" + key.replace("_", "-")
-            raise UserError(f"the saved model {settings.model_path} has {key.replace('_', ' ')} {saved[key]}, "
-                            f"not {flag} {asked[key]}: drop {flag}, pass the matching --model, or --train")
-    settings.conv_block_count, settings.mobilenet_block_count = saved["conv_blocks"], saved["mobilenet_blocks"]
-    settings.input_dim, settings.num_classes = saved["input_dim"], saved["num_classes"]
-    settings.preset = net.checkpoint.get("preset") or settings.preset
-    return settings
-
-
-def describe_splits(splits) -> str:
-    lines = ["Data:"]
-    for split in ("train", "val", "test"):
-        n = len(getattr(splits, f"{split}_y"))
-        if n:
-            lines.append(f"  {split:<5} {n:>6} images   class counts {splits.class_counts(split)}")
-    lines += [f"  {name} part: {source}" for name, source in splits.sources.items()]
-    return "\n".join(lines) + "\n"
+            f"Continue with: python {Path(sys.argv[0]).name} --resume {saver.last_path}")
 
 
 @dataclass
@@ -255,46 +155,50 @@ class RunResult:
     record: dict
 
 
-def finish_run(settings: RunSettings, net, splits, pred, run_dir: Path, seconds: float) -> RunResult:
-    """Compute the test metrics, gather train/validation figures, write metrics.json."""
-    from .metrics import compute_metrics
-    from .model import count_parameters
-    from .training import evaluate
+def _line(name: str, loss: float | None, accuracy: float | None, note: str = "") -> str:
+    if loss is None:
+        return f"  {name:<11} loss    n/a   accuracy    n/a  {note}"
+    return f"  {name:<11} loss {loss:.4f}   accuracy {accuracy:.4f}  {note}".rstrip()
 
-    metrics = compute_metrics(splits.test_y, pred.labels, pred.probs, splits.class_names)
-    history = getattr(net, "history", {}) or {}
-    if settings.is_training:
-        train_eval = evaluate(net, splits.train_x, splits.train_y)
-        kept, best = history.get("kept_epoch", history["best_epoch"]), history["best_epoch"]
-        recalibrated = history.get("recalibrated", False)  # then the kept weights were judged again
-        val_loss, val_acc = ((history["kept_val_loss"], history["kept_val_acc"]) if recalibrated
-                             else (history["val_loss"][kept - 1], history["val_acc"][kept - 1]))
+
+def finish_run(plan: RunPlan, net, history: History | None, splits: Splits, pred: Predictions,
+               run_dir: Path, seconds: float) -> RunResult:
+    """The test metrics, the training and validation figures, metrics.json."""
+    metrics = compute_metrics(splits.test.labels, pred.labels, pred.probs, splits.class_names)
+    if plan.training:
+        train_eval = evaluate(net, splits.train.images, splits.train.labels)
+        h = history
         figures = {"train": (train_eval.loss, train_eval.accuracy, "(the kept weights, no augmentation)"),
-                   "validation": (val_loss, val_acc,
-                                  f"(epoch {kept} of {len(history['epoch'])}, whose weights are kept"
-                                  f"{', batch-norm statistics re-measured' if recalibrated else ''}; best "
-                                  f"{history['val_acc'][best - 1]:.4f} at epoch {best})")}
+                   "validation": (h.kept_val_loss, h.kept_val_acc,
+                                  f"(epoch {h.kept_epoch} of {len(h.epoch)}, whose weights are kept, batch-norm "
+                                  f"statistics re-measured; best {h.val_acc[h.best_epoch - 1]:.4f} at epoch "
+                                  f"{h.best_epoch})")}
     else:
-        saved = getattr(net, "checkpoint", {}).get("metrics", {})
+        saved = plan.saved.metrics
         figures = {"train": (saved.get("train_loss"), saved.get("train_accuracy"), "(recorded at training time)"),
                    "validation": (saved.get("validation_loss"), saved.get("validation_accuracy"),
                                   "(recorded at training time)")}
-    figures["test"] = (pred.loss, pred.accuracy, f"({len(splits.test_y)} images)")
+    figures["test"] = (pred.loss, pred.accuracy, f"({len(splits.test)} images)")
     params = count_parameters(net)
-    record = metrics_record(settings, figures, metrics, params, history, {"total": seconds})
+    record = {"name": plan.name, "roll_number": plan.roll_number, "config": plan.config.as_dict(),
+              "data": str(plan.data), "model": str(plan.model_path), "device": str(plan.device), "parameters": params}
+    for split, (loss, acc, _) in figures.items():
+        record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, acc
+    record.update(test_f1_macro=metrics["f1_macro"], test_f1_weighted=metrics["f1_weighted"],
+                  confusion_matrix=metrics["confusion_matrix"], test_metrics=metrics,
+                  history=history.as_dict() if history is not None else plan.saved.history,
+                  seconds={"total": seconds}, torch_threads=torch.get_num_threads())
     write_json(run_dir / "metrics.json", record)
-    return RunResult(results_block(figures, metrics, params), metrics, record)
+    text = "\n".join([f"parameters: {params:,}", "", "loss and accuracy",
+                      *(_line(split, *figure) for split, figure in figures.items()), "", "test set metrics",
+                      format_metrics(metrics)])
+    return RunResult(text, metrics, record)
 
 
-def save_trained(net, settings: RunSettings, splits, result: RunResult, run_dir: Path) -> list[Path]:
-    """Save the trained model into the run folder, and to --model when it was given."""
-    from .checkpoint import save
-
-    metrics = {k: v for k, v in result.record.items() if k not in ("history", "settings", "test_metrics")}
-    metrics["test_metrics"] = result.metrics
-    train_args = settings.as_dict()
-    train_args["class_counts"] = splits.class_counts("train")
-    paths = [save(net, run_dir / "model.pt", splits.class_names, train_args, metrics, settings.preset)]
-    if "model" in settings.explicit:
-        paths.append(save(net, settings.model_path, splits.class_names, train_args, metrics, settings.preset))
-    return paths
+def save_trained(plan: RunPlan, net, history: History, splits: Splits, result: RunResult, run_dir: Path) -> list[Path]:
+    """The trained model into the run folder, and to --model when it was given."""
+    metrics = {k: v for k, v in result.record.items() if k not in ("history", "config")}
+    counts = splits.train.class_counts(splits.num_classes)
+    run = {"data": str(plan.data)}
+    paths = [run_dir / "model.pt"] + ([plan.model_path] if plan.model_given else [])
+    return [save(net, path, splits.class_names, plan.config, history.as_dict(), metrics, counts, run) for path in paths]

@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mobilenet_lab.malloc import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # as every command-line entry point does (the test process is one)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
@@ -35,13 +39,34 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory):
     """A model trained for 1 epoch on the tiny set, saved like the root script saves it."""
-    import mobilenet_lab as lab
+    from mobilenet_lab.checkpoint import save
+    from mobilenet_lab.config import Config
+    from mobilenet_lab.data import load_splits
+    from mobilenet_lab.model import init_network, seed_everything, set_normalization
+    from mobilenet_lab.training import train
 
-    splits = lab.load_splits(tiny_data, val_size=50)
-    lab.seed_everything(0)
-    net = lab.init_network(1, 2, device="cpu")
-    lab.set_normalization(net, splits.train_x)
-    net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, 3e-3, 1, "ce", "adamw",
-                    batch_size=32, progress=False)
-    return lab.save(net, tmp_path_factory.mktemp("model") / "tiny.pt", splits.class_names,
-                    {"class_counts": splits.class_counts()}, {}, "custom")
+    config = Config(conv_blocks=1, mobilenet_blocks=2, val_size=50, batch_size=32, epochs=1)
+    splits = load_splits(tiny_data, config)
+    seed_everything(0)
+    net = init_network(1, 2, device="cpu")
+    set_normalization(net, splits.train.images)
+    net, history = train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels,
+                         3e-3, 1, "ce", "adamw", config=config)
+    return save(net, tmp_path_factory.mktemp("model") / "tiny.pt", splits.class_names, config, history.as_dict(),
+                {}, splits.train.class_counts(10))
+
+
+@pytest.fixture(scope="session")
+def quick_results(tiny_data, tmp_path_factory):
+    """One --quick run of the report's whole plan on the 300 + 100 digit dataset: (results folder, stdout)."""
+    import contextlib
+    import io
+
+    from mobilenet_lab.experiments import report
+
+    out = tmp_path_factory.mktemp("report")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = report.main(["--quick", "--data", str(tiny_data), "--results", str(out), "--tsne-samples", "30"])
+    assert status == 0, stderr.getvalue()
+    return out, stdout.getvalue()

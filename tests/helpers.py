@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mobilenet_lab.prepare import load_sample_digits, write_part
+from mobilenet_lab.sample import load_sample_digits, write_part
 
 
 @lru_cache(maxsize=1)

@@ -131,16 +131,16 @@ def test_pickled_code_checkpoint_is_refused(tmp_path, tiny_data):
         def __reduce__(self):
             return (print, ("this must never run",))
 
-    torch.save({"format": "mobilenet_lab.checkpoint/1", "x": Evil()}, tmp_path / "evil.pt")
+    torch.save({"format": "mobilenet_lab.checkpoint/2", "x": Evil()}, tmp_path / "evil.pt")
     result = run_here("--data", tiny_data, "--model", tmp_path / "evil.pt", "--out", tmp_path / "r")
     assert_clean_failure(result, "refused for safety")
     assert "this must never run" not in result.stdout
 
 
 def test_checkpoint_with_other_num_classes(tmp_path, tiny_data):
-    import mobilenet_lab as lab
-    net = lab.init_network(1, 1, (1, 28, 28), 5, device="cpu")
-    path = lab.save(net, tmp_path / "five.pt")
+    from mobilenet_lab.checkpoint import save
+    from mobilenet_lab.model import init_network
+    path = save(init_network(1, 1, (1, 28, 28), 5, device="cpu"), tmp_path / "five.pt")
     result = run_here("--data", tiny_data, "--model", path, "--out", tmp_path / "r")
     assert_clean_failure(result, "not below the 5 classes of the saved model")
 

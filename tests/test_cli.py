@@ -66,9 +66,9 @@ def test_train_then_evaluate(trained, tiny_data):
     for key in ("test_accuracy", "test_f1_macro", "test_loss", "confusion_matrix", "train_loss", "validation_accuracy"):
         assert key in metrics
     assert sum(map(sum, metrics["confusion_matrix"])) == 100
-    assert metrics["settings"]["train_size"] is None and len(metrics["history"]["epoch"]) == 1
-    # The recipe averages the weights: the validation figures judge the kept weights after their
-    # batch-norm statistics were re-measured, not the epoch's figures from before.
+    assert metrics["config"]["train_size"] is None and len(metrics["history"]["epoch"]) == 1
+    # The validation figures judge the kept weights after their batch-norm statistics were re-measured
+    # on all the training images.
     assert "batch-norm statistics re-measured" in out
     assert metrics["validation_accuracy"] == metrics["history"]["kept_val_acc"]
 
@@ -84,7 +84,7 @@ def test_train_then_evaluate(trained, tiny_data):
 def test_help_lists_every_assignment_argument():
     out = run("--help").stdout  # a real process: --help must not need torch
     for flag in ("--data", "--train-size", "--val-size", "--test-size", "--conv-blocks", "--mobilenet-blocks",
-                 "--input-dim", "--num-classes", "--visualize", "--epochs", "--train", "--lr", "--batch-size",
+                 "--input-dim", "--num-classes", "--visualize", "--epochs", "--train", "--learning-rate", "--batch-size",
                  "--optimizer", "--loss", "--seed", "--device", "--arch", "--model", "--name", "--roll-number"):
         assert flag in out
 
@@ -160,7 +160,7 @@ def test_bad_datasets(kind, tmp_path, tiny_data):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--data", "{tmp}/nope"], "python -m mobilenet_lab.prepare"),
+    (["--data", "{tmp}/nope"], "python -m mobilenet_lab prepare"),
     (["--data", "{tiny}/train.zip"], "is a file, not a folder"),
     (["--data", "{tiny}", "--train", "--train-size", "100000"], "more than the"),
     (["--data", "{tiny}", "--train", "--test-size", "5000"], "more than the 100 test images"),

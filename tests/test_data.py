@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from helpers import digits, png_bytes, write_folder_part
-from mobilenet_lab import MnistCsvDataset, load_splits
-from mobilenet_lab.data import decode_part, parse_label_table, parse_size
+from mobilenet_lab.config import Config, parse_size
+from mobilenet_lab.data import MnistCsvDataset, decode_part, load_splits, parse_label_table
 from mobilenet_lab.errors import UserError
 
 
@@ -59,10 +59,10 @@ def test_discovery_of_layouts(tmp_path, layout):
             lines = (folder / "train.csv").read_text().splitlines()
             swapped = ["label,filename"] + [",".join(reversed(r.split(","))) for r in lines[1:]]
             (folder / "train.csv").write_text("\n".join(swapped) + "\n")
-    splits = load_splits(data, val_size=10, seed=0)
-    assert len(splits.train_y) == 30 and len(splits.val_y) == 10 and len(splits.test_y) == 20
-    assert sorted(torch.cat([splits.train_y, splits.val_y]).tolist()) == sorted(y.tolist())
-    assert sorted(splits.test_y.tolist()) == sorted(ty.tolist())
+    splits = load_splits(data, Config(val_size=10, seed=0))
+    assert len(splits.train) == 30 and len(splits.val) == 10 and len(splits.test) == 20
+    assert sorted(torch.cat([splits.train.labels, splits.val.labels]).tolist()) == sorted(y.tolist())
+    assert sorted(splits.test.labels.tolist()) == sorted(ty.tolist())
 
 
 def test_header_detection_and_column_choice():
@@ -75,32 +75,61 @@ def test_header_detection_and_column_choice():
 
 
 def test_split_sizes_counts_fractions_and_stratification(tmp_path):
-    from mobilenet_lab.prepare import write_part
+    from mobilenet_lab.sample import write_part
 
     x, y = digits()
     keep = np.flatnonzero((y != 0) | (np.arange(len(y)) % 10 == 0))[:1000]  # class 0 is rare on purpose
     write_part(tmp_path / "train.zip", "train", x[keep], y[keep])
     write_part(tmp_path / "test.zip", "test", x[2000:2200], y[2000:2200])
-    splits = load_splits(tmp_path, train_size="0.5", val_size="200", test_size="0.25", seed=1)
-    assert len(splits.val_y) == 200 and len(splits.train_y) == 400 and len(splits.test_y) == 50
+    config = Config(train_size=0.5, val_size=200, test_size=0.25, seed=1)
+    splits = load_splits(tmp_path, config)
+    assert len(splits.val) == 200 and len(splits.train) == 400 and len(splits.test) == 50
     full = np.bincount(y[keep], minlength=10) / len(keep)
-    for part in ("train", "val"):
-        share = np.array(splits.class_counts(part)) / len(getattr(splits, f"{part}_y"))
+    for part in (splits.train, splits.val):
+        share = np.array(part.class_counts(10)) / len(part)
         assert np.abs(share - full).max() < 0.02
-    again = load_splits(tmp_path, train_size="0.5", val_size="200", test_size="0.25", seed=1)
-    assert torch.equal(again.train_x, splits.train_x) and torch.equal(again.val_y, splits.val_y)
-    other = load_splits(tmp_path, train_size="0.5", val_size="200", test_size="0.25", seed=2)
-    assert not torch.equal(other.val_x, splits.val_x)
+    again = load_splits(tmp_path, config)
+    assert torch.equal(again.train.images, splits.train.images) and torch.equal(again.val.labels, splits.val.labels)
+    other = load_splits(tmp_path, Config(train_size=0.5, val_size=200, test_size=0.25, seed=2))
+    assert not torch.equal(other.val.images, splits.val.images)
+
+
+def test_the_default_validation_split_is_large_enough_to_mean_something(tmp_path):
+    """2% of the train part, but at least 300 images (and at most a fifth of the part)."""
+    from mobilenet_lab.sample import write_part
+
+    x, y = digits()
+    write_part(tmp_path / "train.zip", "train", x[:2000], y[:2000])
+    write_part(tmp_path / "test.zip", "test", x[2000:2100], y[2000:2100])
+    dataset = MnistCsvDataset(tmp_path / "train.zip")
+    assert [len(part) for part in dataset.split()] == [1700, 300]
+    assert [len(part) for part in dataset.subset(range(500)).split()] == [400, 100]  # a fifth of 500
+    assert [len(part) for part in dataset.subset(range(1800)).split(val_size=0.02)] == [1764, 36]  # as asked
+
+
+def test_a_data_loader_batch_is_one_tensor_index(tiny_data):
+    """The DataLoader fetches a whole batch through __getitems__: two tensors, not a list of items."""
+    from torch.utils.data import DataLoader
+
+    from mobilenet_lab.training import whole_batch
+
+    dataset = MnistCsvDataset(tiny_data / "train.zip")
+    calls = []
+    original = dataset.__getitems__
+    dataset.__getitems__ = lambda indices: calls.append(len(indices)) or original(indices)
+    images, labels = next(iter(DataLoader(dataset, batch_size=64, shuffle=False, collate_fn=whole_batch)))
+    assert calls == [64] and images.shape == (64, 1, 28, 28) and images.dtype == torch.uint8
+    assert torch.equal(images, dataset.images[:64]) and torch.equal(labels, dataset.labels[:64])
 
 
 def test_a_fraction_of_a_tiny_train_part_keeps_one_validation_image(tmp_path):
-    from mobilenet_lab.prepare import write_part
+    from mobilenet_lab.sample import write_part
 
     x, y = digits()
     write_part(tmp_path / "train.zip", "train", x[:20], y[:20])
     write_part(tmp_path / "test.zip", "test", x[20:30], y[20:30])
-    splits = load_splits(tmp_path, val_size=0.02)  # 0.4 of an image rounds to none; one is kept
-    assert len(splits.val_y) == 1 and len(splits.train_y) == 19
+    splits = load_splits(tmp_path, Config(val_size=0.02))  # 0.4 of an image rounds to none; one is kept
+    assert len(splits.val) == 1 and len(splits.train) == 19
 
 
 @pytest.mark.parametrize("text,expected", [("100", 100), ("0.25", 0.25), ("1.0", 1.0), (None, None), ("all", None)])

@@ -67,7 +67,7 @@ def test_a_diverging_loss_stops_cleanly_and_saves_nothing(tmp_path, tiny_data):
     saved = tree_hash(ROOT / "saved_models")
     target = tmp_path / "model.pt"
     target.write_bytes(b"the previous model")
-    result = run_here("--data", tiny_data, "--train", "--epochs", "2", "--lr", "1e30", "--optimizer", "sgd",
+    result = run_here("--data", tiny_data, "--train", "--epochs", "2", "--learning-rate", "1e6", "--optimizer", "sgd",
                       "--model", target, "--out", tmp_path / "run")
     assert result.returncode == 2, result.stderr
     assert "the loss became" in result.stderr and "lower the learning rate" in result.stderr
@@ -81,7 +81,48 @@ def test_seed_and_library_versions_are_printed_and_stored(tmp_path, tiny_data):
                       "--seed", "7", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "seed" in result.stdout and "Libraries: " in result.stdout and "torch " in result.stdout
-    import mobilenet_lab as lab
-    model = lab.load(tmp_path / "run" / "model.pt", device="cpu")
-    assert model.checkpoint["train_args"]["seed"] == 7
-    assert model.checkpoint["versions"]["torch"]
+    from mobilenet_lab.checkpoint import open_checkpoint
+    saved = open_checkpoint(tmp_path / "run" / "model.pt", device="cpu")
+    assert saved.config.seed == 7
+    assert saved.versions["torch"]
+
+
+def test_a_bfloat16_run_resumes_to_the_same_figures(tiny_data, tmp_path):
+    """Stopped after its first epoch and resumed from checkpoint-last.pt, a run in bfloat16 autocast ends
+    with the weights and figures of the run that was never stopped."""
+    import pytest
+    import torch
+
+    from mobilenet_lab.checkpoint import TrainingSaver, read_resume_state
+    from mobilenet_lab.config import Config
+    from mobilenet_lab.data import load_splits
+    from mobilenet_lab.model import cpu_has_bf16, init_network, seed_everything, set_normalization
+    from mobilenet_lab.training import Callback, train
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bfloat16 instructions")
+    config = Config(arch="conv4", epochs=3, precision="bf16", batch_size=64)
+    splits = load_splits(tiny_data, config)
+
+    class Stop(Callback):
+        def on_epoch_end(self, run):
+            if run.epoch == 1:
+                raise KeyboardInterrupt
+
+    def run(callbacks, resume=None):
+        seed_everything(0)
+        net = init_network(*config.block_counts, device="cpu")
+        set_normalization(net, splits.train.images)
+        return train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels,
+                     config=config, callbacks=callbacks, resume=resume)
+
+    straight_net, straight = run([])
+    saver = TrainingSaver(tmp_path, splits.class_names, splits.train.class_counts(10),
+                          {"data": "", "model": "", "model_given": False, "visualize": False})
+    try:
+        run([saver, Stop()])
+    except KeyboardInterrupt:
+        pass
+    resumed_net, resumed = run([], read_resume_state(saver.last_path).trainer_state)
+    assert resumed.train_loss == straight.train_loss and resumed.val_loss == straight.val_loss
+    assert all(torch.equal(a, b) for a, b in zip(resumed_net.state_dict().values(), straight_net.state_dict().values()))

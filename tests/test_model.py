@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenet_lab import PRESETS, ConvDw, conv_block, init_network
+from mobilenet_lab.config import PRESETS
 from mobilenet_lab.errors import UserError
-from mobilenet_lab.model import block_schedule
+from mobilenet_lab.model import ConvDw, block_schedule, conv_block, init_network
 
 
 def test_convdw_structure_and_parameter_count():

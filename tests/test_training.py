@@ -1,8 +1,11 @@
-"""The batched augmentation (training.random_distort), the weight average (training.WeightAverage) and
-the re-measured batch-norm statistics of the averaged weights (training.recalibrate_batch_norm)."""
+"""The batched augmentation (augment.py), the weight average (training.WeightAverage), the re-measured
+batch-norm statistics of the kept weights (training.recalibrate_batch_norm), and train()'s callbacks."""
 from __future__ import annotations
 
+import copy
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,15 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import mobilenet_lab as lab  # noqa: E402
+from mobilenet_lab.augment import ERASE_AREA, augment, random_distort, random_erase  # noqa: E402
+from mobilenet_lab.config import Config  # noqa: E402
 from mobilenet_lab.errors import UserError  # noqa: E402
-from mobilenet_lab.training import (ERASE_AREA, WeightAverage, make_batch, random_distort,  # noqa: E402
-                                    random_erase, recalibrate_batch_norm)
+from mobilenet_lab.model import init_network  # noqa: E402
+from mobilenet_lab.training import Callback, WeightAverage, evaluate, recalibrate_batch_norm, train  # noqa: E402
+
+SMALL = Config(conv_blocks=1, mobilenet_blocks=1, input_dim=(1, 12, 12), num_classes=3, loss="ce")
 
 
 def small_net() -> torch.nn.Module:
     torch.manual_seed(0)
-    return lab.init_network(1, 1, (1, 12, 12), 3, device="cpu")
+    return init_network(1, 1, (1, 12, 12), 3, device="cpu")
 
 
 def digit_batch() -> torch.Tensor:
@@ -34,7 +40,7 @@ def test_without_elastic_the_distortion_is_the_affine_map_alone():
     """elastic=0 draws only the affine's random numbers (older runs repeat); the identity affine
     leaves the images as they are."""
     x = digit_batch()
-    same = random_distort(x, torch.Generator().manual_seed(0), degrees=0, translate=0, scale=(1, 1))
+    same = random_distort(x, torch.Generator().manual_seed(0), degrees=0, translate=0, scale=0)
     assert torch.allclose(same, x, atol=1e-5)
     generator = torch.Generator().manual_seed(0)
     random_distort(x, generator)
@@ -45,7 +51,7 @@ def test_without_elastic_the_distortion_is_the_affine_map_alone():
 
 def test_elastic_bends_each_image_its_own_way_by_at_most_the_amplitude():
     x = digit_batch()
-    plain = dict(degrees=0, translate=0, scale=(1, 1))
+    plain = dict(degrees=0, translate=0, scale=0)
     bent = random_distort(x, torch.Generator().manual_seed(0), elastic=1.5, **plain)
     assert bent.shape == x.shape and bent.dtype == x.dtype
     assert not torch.allclose(bent, x, atol=1e-3)
@@ -62,7 +68,7 @@ def test_elastic_bends_each_image_its_own_way_by_at_most_the_amplitude():
 
 
 def test_shear_slants_vertical_strokes_and_keeps_horizontal_ones_level():
-    plain = dict(degrees=0, translate=0, scale=(1, 1))
+    plain = dict(degrees=0, translate=0, scale=0)
     upright = digit_batch()  # a vertical bar
     slanted = random_distort(upright, torch.Generator().manual_seed(0), shear=30, **plain)
     cols = torch.arange(28.0)
@@ -88,22 +94,33 @@ def test_shear_slants_vertical_strokes_and_keeps_horizontal_ones_level():
 
 @pytest.mark.parametrize("setting, match", [({"elastic": v}, "elastic") for v in (-0.5, 4.5, float("nan"))]
                          + [({"erase": v}, "erase") for v in (-0.1, 1.5, float("nan"))]
-                         + [({"shear": v}, "shear") for v in (-1.0, 50.0, float("nan"))])
-def test_train_refuses_an_augmentation_setting_out_of_range(setting, match):
-    x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
-    y = torch.arange(8) % 3
+                         + [({"shear": v}, "shear") for v in (-1.0, 50.0, float("nan"))]
+                         + [({"average_decay": v}, "average_decay") for v in (1.0, -0.5, 1.5)]
+                         + [({"keep": "final"}, "choose one of last, best"), ({"epochs": 0}, "epochs"),
+                            ({"learning_rate": float("inf")}, "positive number"), ({"seed": -1}, "seed"),
+                            ({"batch_size": 0}, "batch_size"), ({"val_size": "0.2"}, "count or a fraction")])
+def test_a_setting_out_of_range_is_refused_when_the_config_is_made(setting, match):
     with pytest.raises(UserError, match=match):
-        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", progress=False, log_epochs=False, **setting)
+        Config(**setting)
 
 
-def test_check_augmentation_names_the_flag_or_the_argument_and_accepts_the_limits():
-    from mobilenet_lab.training import check_augmentation
-    with pytest.raises(UserError, match=r"^--shear 50 must be between 0 and 45 degrees, e\.g\. 15 \(0 slants nothing\)$"):
-        check_augmentation(flags=True, shear=50.0)
+def test_the_config_check_names_the_flag_or_the_field_and_accepts_the_limits():
+    import argparse
+
+    from mobilenet_lab.config import add_flags, from_flags
+    with pytest.raises(UserError, match=r"^shear 50 must be between 0 and 45 degrees, e\.g\. 15 \(0 slants nothing\)$"):
+        Config(shear=50.0)
     with pytest.raises(UserError, match=r"^erase nan must be a share of the training images between 0 and 1"):
-        check_augmentation(elastic=1.5, erase=float("nan"))
-    check_augmentation(flags=True, elastic=0.0, shear=45.0, erase=1.0)  # the limits themselves are allowed
-    check_augmentation(elastic=4.0, shear=0.0, erase=0.0)
+        Config(elastic=1.5, erase=float("nan"))
+    Config(elastic=0.0, shear=45.0, erase=1.0, average_decay=0.0)  # the limits themselves are allowed
+    parser = argparse.ArgumentParser()
+    add_flags(parser, {})
+    with pytest.raises(UserError, match=r"^--shear 50 must be between 0 and 45 degrees"):
+        from_flags(parser.parse_args(["--shear", "50"]))
+    config, given = from_flags(parser.parse_args(["--learning-rate", "0.01", "--no-augment", "--val-size", "0.1"]))
+    assert (config.learning_rate, config.augment, config.val_size, given) == (
+        0.01, False, 0.1, {"learning_rate", "augment", "val_size"})
+    assert Config.from_dict(config.as_dict()) == config
 
 
 def test_random_erasing_blanks_one_box_of_the_stated_size_in_the_stated_share():
@@ -126,9 +143,8 @@ def test_random_erasing_blanks_one_box_of_the_stated_size_in_the_stated_share():
 
 def test_a_batch_is_erased_after_its_distortion_which_stays_as_it_was():
     x = torch.randint(1, 256, (16, 1, 28, 28), dtype=torch.uint8)
-    idx, cpu = torch.arange(16), torch.device("cpu")
-    plain = make_batch(x, idx, torch.Generator().manual_seed(0), True, cpu, elastic=1.0)
-    erased = make_batch(x, idx, torch.Generator().manual_seed(0), True, cpu, elastic=1.0, erase=1.0)
+    plain = augment(x, torch.Generator().manual_seed(0), Config(elastic=1.0))
+    erased = augment(x, torch.Generator().manual_seed(0), Config(elastic=1.0, erase=1.0))
     changed = plain != erased
     assert changed.flatten(1).any(1).all()  # every image lost a box
     assert (erased[changed] == 0).all()  # and nothing else changed
@@ -145,7 +161,7 @@ def test_the_average_follows_the_formula_with_its_warm_up():
                 p.add_(0.1 * step)
             net.blocks[0][1].running_mean.add_(1.0)
             net.blocks[0][1].num_batches_tracked.add_(1)
-        average.update()
+        average.update(net)
         decay = min(0.9, (1 + step) / (10 + step))  # 2/11, 3/12, 4/13: below 0.9 for the first steps
         now = net.state_dict()
         for k in expected:
@@ -156,12 +172,6 @@ def test_the_average_follows_the_formula_with_its_warm_up():
     assert int(got["blocks.0.1.num_batches_tracked"]) == int(net.state_dict()["blocks.0.1.num_batches_tracked"])
     assert average.steps == 3
     assert not torch.equal(net.state_dict()["fc.weight"], got["fc.weight"])  # a copy, not the same tensors
-
-
-@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
-def test_a_decay_outside_0_1_is_refused(decay):
-    with pytest.raises(UserError, match="decay"):
-        WeightAverage(small_net(), decay)
 
 
 def is_bn_statistic(key: str) -> bool:
@@ -178,14 +188,14 @@ def test_train_returns_the_averaged_weights_of_the_kept_epoch(keep):
     y = torch.arange(96) % 3
     judged = {}
 
-    def record(network, state):  # what TrainingSaver writes to its checkpoints after each epoch
-        judged[state["epoch"]] = {k: v.clone() for k, v in network.state_dict().items()}
+    class Record(Callback):  # what TrainingSaver writes to its checkpoints after each epoch
+        def on_epoch_end(self, run):
+            judged[run.epoch] = {k: v.clone() for k, v in run.judged.state_dict().items()}
 
-    net = lab.train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 3, "ce", batch_size=16,
-                    average_decay=0.9, elastic=1.0, progress=False, log_epochs=False, on_epoch_end=record, keep=keep)
-    h = net.history
-    assert h["kept_epoch"] == (h["best_epoch"] if keep == "best" else 3)
-    kept = judged[h["kept_epoch"]]
+    config = replace(SMALL, batch_size=16, average_decay=0.9, elastic=1.0, keep=keep)
+    net, h = train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 3, "ce", config=config, callbacks=[Record()])
+    assert h.kept_epoch == (h.best_epoch if keep == "best" else 3)
+    kept = judged[h.kept_epoch]
     for k, v in net.state_dict().items():
         if not is_bn_statistic(k):
             assert torch.equal(v, kept[k]), k
@@ -195,10 +205,9 @@ def test_train_returns_the_averaged_weights_of_the_kept_epoch(keep):
     for k, v in net.state_dict().items():
         assert torch.allclose(v.float(), again.state_dict()[k].float(), atol=1e-5), k  # up to memory-layout rounding
     assert not torch.allclose(net.blocks[0][1].running_var, kept["blocks.0.1.running_var"])
-    assert h["recalibrated"]
-    val = lab.evaluate(net, x[64:], y[64:])
-    assert val.accuracy == pytest.approx(h["kept_val_acc"])
-    assert val.loss == pytest.approx(h["kept_val_loss"], rel=1e-4)
+    val = evaluate(net, x[64:], y[64:])
+    assert val.accuracy == pytest.approx(h.kept_val_acc)
+    assert val.loss == pytest.approx(h.kept_val_loss, rel=1e-4)
 
 
 def test_recalibration_measures_the_statistics_of_the_images_given():
@@ -222,7 +231,7 @@ def test_equal_validation_accuracy_keeps_the_later_epoch(monkeypatch):
     """A tie in validation accuracy goes to the later epoch, whatever the validation loss says
     (on a few hundred images the loss picked an early epoch of the schedule)."""
     from mobilenet_lab import training
-    figures = iter([(1.0, 0.5), (0.5, 0.8), (0.9, 0.8), (0.2, 0.6)])  # (loss, accuracy) per epoch
+    figures = iter([(1.0, 0.5), (0.5, 0.8), (0.9, 0.8), (0.2, 0.6), (0.3, 0.7)])  # (loss, accuracy) per call
 
     def scripted(net, x, y=None, **kwargs):
         loss, accuracy = next(figures)
@@ -234,40 +243,56 @@ def test_equal_validation_accuracy_keeps_the_later_epoch(monkeypatch):
     y = torch.arange(48) % 3
     kept = {}
 
-    def record(network, state):
-        kept[state["epoch"]] = {k: v.clone() for k, v in network.state_dict().items()}
+    class Record(Callback):
+        def on_epoch_end(self, run):
+            kept[run.epoch] = {k: v.clone() for k, v in run.judged.state_dict().items()}
 
-    net = lab.train(small_net(), x[:32], y[:32], x[32:], y[32:], 3e-3, 4, "ce", batch_size=16, progress=False,
-                    log_epochs=False, keep="best", on_epoch_end=record)
-    assert net.history["best_epoch"] == 3
+    net, history = train(small_net(), x[:32], y[:32], x[32:], y[32:], 3e-3, 4, "ce",
+                         config=replace(SMALL, batch_size=16, keep="best", average_decay=0.0), callbacks=[Record()])
+    assert history.best_epoch == 3 and history.kept_epoch == 3
     for k, v in net.state_dict().items():
-        assert torch.equal(v, kept[3][k]), k
+        if not is_bn_statistic(k):  # the kept weights; their batch-norm statistics are measured afresh
+            assert torch.equal(v, kept[3][k]), k
 
 
-def test_an_unknown_keep_is_refused():
-    x = torch.zeros(8, 1, 12, 12, dtype=torch.uint8)
-    with pytest.raises(UserError, match="choose last"):
-        lab.train(small_net(), x, torch.zeros(8, dtype=torch.int64), x, torch.zeros(8, dtype=torch.int64),
-                  keep="final", progress=False, log_epochs=False)
-
-
-@pytest.mark.parametrize("average_decay", [None, 0.9])
-def test_checks_within_an_epoch_record_progress_without_changing_the_training(average_decay):
-    """Mid-epoch checks (for the benchmark's time to accuracy) only look: the trained weights and
-    the epochs' figures are those of a run with one check an epoch."""
+def test_validation_judges_the_weights_with_fresh_batch_norm_statistics_and_changes_nothing():
+    """Each epoch's validation re-measures the statistics on a copy: training runs as without it, and
+    the figures are those of the kept weights with statistics measured on training images."""
     torch.manual_seed(0)
     x = torch.randint(0, 256, (96, 1, 12, 12), dtype=torch.uint8)
     y = torch.arange(96) % 3
-    runs = {n: lab.train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 2, "ce", batch_size=16,
-                         average_decay=average_decay, checks_per_epoch=n, progress=False, log_epochs=False)
-            for n in (1, 4)}
-    for k, v in runs[1].state_dict().items():
-        assert torch.equal(v, runs[4].state_dict()[k]), k
-    assert runs[1].history["val_acc"] == runs[4].history["val_acc"]
-    checks = runs[4].history["checks"]
-    assert [c["epoch"] for c in checks] == [0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2]
-    assert [c["accuracy"] for c in checks[3::4]] == runs[4].history["val_acc"]
-    assert all(a["seconds"] < b["seconds"] for a, b in zip(checks, checks[1:]))
-    assert checks[-1]["seconds"] == pytest.approx(sum(runs[4].history["seconds"]))
-    with pytest.raises(UserError, match="checks per epoch"):
-        lab.train(small_net(), x, y, x, y, 3e-3, 1, "ce", checks_per_epoch=0, progress=False, log_epochs=False)
+    seen = {}
+
+    class Record(Callback):
+        def on_epoch_end(self, run):
+            judge = copy.deepcopy(run.judged)
+            recalibrate_batch_norm(judge, x[:64])
+            seen[run.epoch] = (evaluate(judge, x[64:], y[64:]).accuracy, run.history.val_acc[-1],
+                               {k: v.clone() for k, v in run.net.state_dict().items()})
+
+    config = replace(SMALL, batch_size=16, average_decay=0.0)
+    net, history = train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 2, "ce", config=config, callbacks=[Record()])
+    assert all(mine == pytest.approx(theirs) for mine, theirs, _ in seen.values())
+    again, _ = train(small_net(), x[:64], y[:64], x[64:], y[64:], 3e-3, 1, "ce", config=replace(config, epochs=2))
+    assert history.train_loss[0] > 0 and len(history.epoch) == 2
+
+
+def test_callbacks_see_every_step_and_their_time_is_not_training_time():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 12, 12), dtype=torch.uint8)
+    y = torch.arange(64) % 3
+    calls = []
+
+    class Slow(Callback):
+        def on_epoch_start(self, run):
+            calls.append(("start", run.epoch))
+
+        def on_step(self, run):
+            calls.append(("step", run.step))
+            time.sleep(0.05)
+
+    _, history = train(small_net(), x[:48], y[:48], x[48:], y[48:], 3e-3, 2, "ce",
+                       config=replace(SMALL, batch_size=16), callbacks=[Slow()])
+    assert calls == [("start", 1), ("step", 1), ("step", 2), ("step", 3), ("start", 2), ("step", 4), ("step", 5),
+                     ("step", 6)]
+    assert all(steps < seconds - 0.14 for steps, seconds in zip(history.step_seconds, history.seconds))

@@ -4,7 +4,6 @@ no wrong predictions, no training class counts). Also Grad-CAM's contract."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import importlib.util
 import io
@@ -21,20 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import mobilenet_lab as lab  # noqa: E402
-
-# ``train`` and ``visualize`` are both submodules and lazily exported functions of the package:
-# resolve the functions first, or importing the submodules below would leave ``lab.train`` /
-# ``lab.visualize`` bound to the modules for every later test in this session
-lab.train, lab.visualize  # noqa: B018
-
+from mobilenet_lab import figures as viz  # noqa: E402
+from mobilenet_lab.checkpoint import open_checkpoint, save  # noqa: E402
+from mobilenet_lab.config import Config  # noqa: E402
+from mobilenet_lab.data import load_splits  # noqa: E402
 from mobilenet_lab.gradcam import grad_cam  # noqa: E402
-from mobilenet_lab.prepare import load_sample_digits, write_part  # noqa: E402
-
-viz = importlib.import_module("mobilenet_lab.figures")
+from mobilenet_lab.metrics import compute_metrics  # noqa: E402
+from mobilenet_lab.model import init_network, set_normalization  # noqa: E402
+from mobilenet_lab.sample import load_sample_digits, write_part  # noqa: E402
+from mobilenet_lab.training import Predictions, train  # noqa: E402
+from mobilenet_lab.training import test as run_test  # noqa: E402  (pytest would collect "test")
 
 FIGURES = ["01_curves.png", "02_samples.png", "03_predictions.png", "04_confusion_matrix.png",
-           "05_per_class.png", "06_filters.png", "07_roc.png", "08_tsne.png", "09_gradcam.png"]
+           "05_per_class.png", "06_filters.png", "07_roc.png", "08_tsne.png", "09_gradcam.png", "10_activations.png"]
 
 
 def make(size) -> Figure:
@@ -47,7 +45,7 @@ def figure_text(fig: Figure) -> str:
 
 
 def check_pngs(paths: list[Path], folder: Path) -> None:
-    """The nine files, in order, each a real PNG of a legible size with something drawn on it."""
+    """The ten files, in order, each a real PNG of a legible size with something drawn on it."""
     assert [p.name for p in paths] == FIGURES
     for path in paths:
         assert path.parent == folder and path.is_file()
@@ -56,6 +54,7 @@ def check_pngs(paths: list[Path], folder: Path) -> None:
             width, height = img.size
             pixels = np.asarray(img.convert("L"), dtype=float)
         assert 500 <= width <= 3000 and 250 <= height <= 2500, f"{path.name} is {width}x{height}"
+        assert width <= 1200, f"{path.name} is drawn wider than a page at 150 dpi"
         assert pixels.std() > 5, f"{path.name} looks blank"
 
 
@@ -84,51 +83,42 @@ def data_dir(tmp_path_factory, cache) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(data_dir):
-    """(net, splits, pred, metrics) after one epoch of training on 200 images."""
-    splits = lab.load_splits(data_dir, train_size=200, val_size=50, test_size=100)
-    net = lab.init_network(1, 6, (1, 28, 28), 10, device="cpu")
-    lab.set_normalization(net, splits.train_x)
-    net = lab.train(net, splits.train_x, splits.train_y, splits.val_x, splits.val_y, 3e-3, 1, progress=False)
-    pred = lab.test(net, None, splits.test_x, splits.test_y)
-    metrics = lab.compute_metrics(splits.test_y, pred.labels, pred.probs, [str(i) for i in range(10)])
-    return net, splits, pred, metrics
-
-
-def _no_train(splits):
-    """The splits as the root script loads them to evaluate a saved model: no training part."""
-    empty_x, empty_y = splits.train_x[:0], splits.train_y[:0]
-    return dataclasses.replace(splits, train_x=empty_x, train_y=empty_y, val_x=empty_x, val_y=empty_y)
+    """(net, history, splits, pred, metrics) after one epoch of training on 200 images."""
+    splits = load_splits(data_dir, Config(train_size=200, val_size=50, test_size=100))
+    net = init_network(1, 6, (1, 28, 28), 10, device="cpu")
+    set_normalization(net, splits.train.images)
+    net, history = train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, 3e-3, 1)
+    pred = run_test(net, None, splits.test.images, splits.test.labels)
+    metrics = compute_metrics(splits.test.labels, pred.labels, pred.probs, [str(i) for i in range(10)])
+    return net, history, splits, pred, metrics
 
 
 # ---------------------------------------------------------------------------------------------
 # The whole step.
 # ---------------------------------------------------------------------------------------------
 def test_after_training_every_figure_is_a_sensible_png(trained, tmp_path):
-    net, splits, pred, metrics = trained
-    paths = lab.visualize(net, splits, pred, metrics, tmp_path / "run")
+    net, history, splits, pred, metrics = trained
+    paths = viz.visualize(net, history.as_dict(), splits.test, pred, tmp_path / "run", metrics,
+                          splits.train.class_counts(10))
     check_pngs(paths, tmp_path / "run")
 
 
 def test_a_loaded_model_uses_its_saved_history_and_class_counts(trained, tmp_path):
     """History and training class counts come from the checkpoint when the train split is not loaded."""
-    net, splits, _, metrics = trained
+    net, history, splits, _, metrics = trained
     counts = [5, 50, 10, 20, 20, 20, 20, 20, 20, 15]
-    path = lab.save(net, tmp_path / "model.pt", train_args={"class_counts": counts})
-    loaded = lab.load(path, device="cpu")
-    evaluation = _no_train(splits)
-    assert loaded.history["epoch"] == [1]
-    assert viz.training_class_counts(loaded, evaluation) == counts
-    fig = viz.plot_per_class(make, metrics, metrics["class_names"], viz.training_class_counts(loaded, evaluation))
+    saved = open_checkpoint(save(net, tmp_path / "model.pt", history=history.as_dict(), class_counts=counts), "cpu")
+    assert saved.history["epoch"] == [1] and saved.class_counts == counts
+    fig = viz.plot_per_class(make, metrics, metrics["class_names"], saved.class_counts)
     assert "10.0×" in figure_text(fig)  # the imbalance 50 / 5, from the checkpoint
-    assert "over 1 epoch " in figure_text(viz.plot_curves(make, loaded.history))
-    # (the whole step on a loaded model runs in test_the_root_script_writes_and_lists_the_figures)
+    assert "over 1 epoch " in figure_text(viz.plot_curves(make, saved.history))
 
 
 def test_the_root_script_evaluates_a_saved_model_and_lists_the_figures(trained, data_dir, tmp_path):
     """--visualize through the root script, evaluating a saved model (no training data loaded:
     history and class counts come from the checkpoint); each figure's path is printed."""
-    net, splits, _, _ = trained
-    model = lab.save(net, tmp_path / "model.pt", train_args={"class_counts": splits.class_counts("train")})
+    net, history, splits, _, _ = trained
+    model = save(net, tmp_path / "model.pt", history=history.as_dict(), class_counts=splits.train.class_counts(10))
     path = next(ROOT.glob("*_02_02.py"))
     spec = importlib.util.spec_from_file_location("root_script_for_visualize", path)
     script = importlib.util.module_from_spec(spec)
@@ -164,35 +154,31 @@ def test_curves_mark_the_best_epoch():
 
 
 def test_no_wrong_predictions_is_said_in_the_figures(trained):
-    net, splits, _, _ = trained
-    y = splits.test_y.numpy()
+    net, _, splits, _, _ = trained
+    y = splits.test.labels.numpy()
     probs = np.eye(10)[y] * 0.9 + 0.01
     correct, wrong = viz.pick_examples(y, y, probs)
     assert len(correct) == viz.EXAMPLES and len(wrong) == 0
     names = [str(i) for i in range(10)]
-    text = figure_text(viz.plot_predictions(make, splits.test_x, y, y, probs, names, correct, wrong))
+    images = splits.test.images
+    text = figure_text(viz.plot_predictions(make, images, y, y, probs, names, correct, wrong))
     assert "no wrong predictions among the 100 test images" in text
-    text = figure_text(viz.plot_gradcam(make, net, splits.test_x, y, y, probs, names, correct, wrong))
+    rows = viz.gradcam_data(net, images, y, y, correct, wrong)
+    text = figure_text(viz.plot_gradcam(make, images, y, y, probs, names, rows))
     assert "no wrong predictions among the 100 test images" in text
 
 
 def test_without_class_counts_the_per_class_title_says_so(trained):
-    net, splits, _, metrics = trained
-    bare = lab.init_network(1, 6, (1, 28, 28), 10, device="cpu")  # no checkpoint
-    assert viz.training_class_counts(bare, _no_train(splits)) is None
-    assert viz.training_class_counts(net, splits) == splits.class_counts("train")
+    metrics = trained[4]
     fig = viz.plot_per_class(make, metrics, metrics["class_names"], None)
     assert len(fig.axes) == 1
     assert "training class counts unavailable" in figure_text(fig)
 
 
 def test_the_whole_step_copes_with_no_history_no_wrong_and_no_counts(trained, tmp_path):
-    net, splits, _, _ = trained
-    bare = lab.init_network(1, 6, (1, 28, 28), 10, device="cpu")
-    bare.load_state_dict(net.state_dict())
-    bare.history = {}
-    perfect = lab.Predictions(splits.test_y.clone(), torch.eye(10)[splits.test_y] * 0.9 + 0.01)
-    paths = lab.visualize(bare, _no_train(splits), perfect, None, tmp_path, tsne_samples=30)
+    net, _, splits, _, _ = trained
+    perfect = Predictions(splits.test.labels.clone(), torch.eye(10)[splits.test.labels] * 0.9 + 0.01)
+    paths = viz.visualize(net, None, splits.test, perfect, tmp_path, tsne_samples=30)
     check_pngs(paths, tmp_path)
 
 
@@ -215,29 +201,39 @@ def test_plotting_needs_no_display(trained, tmp_path, monkeypatch, capsys):
     assert "no display" in capsys.readouterr().err
     # and no pyplot figures are left open by a normal run
     import matplotlib.pyplot as plt
-    metrics = trained[3]
+    metrics = trained[4]
     fig = viz.plot_confusion(make, metrics, metrics["class_names"])
     fig.savefig(tmp_path / "cm.png")
     assert plt.get_fignums() == []
 
 
-def test_the_filter_figure_shows_first_and_last_layers(trained):
+def test_the_filter_figure_shows_the_3x3_filters_of_the_first_and_the_last_block(trained):
     net = trained[0]
-    text = figure_text(viz.plot_filters(make, net))
-    assert "first layer: blocks.0.0" in text
-    assert "last layer: blocks.6.1.0" in text and "pointwise 1×1" in text
-    assert "last spatial layer: blocks.6.0.0" in text  # the depthwise 3x3 before the pointwise
-    conv4 = lab.init_network(4, 0, (1, 28, 28), 10, device="cpu")
-    text = figure_text(viz.plot_filters(make, conv4))
-    assert "last layer: blocks.3.0" in text and "input channel" in text and "spatial" not in text
+    panels = viz.filter_data(net)
+    assert [tiles.shape[2:] for _, tiles in panels] == [(3, 3), (3, 3)]  # never a 1x1 pointwise "matrix"
+    text = figure_text(viz.plot_filters(make, panels))
+    assert "first layer: 48 filters of 3×3" in text
+    assert "last ConvDw block: depthwise 3×3 filters (48 of 192 channels)" in text
+    conv4 = init_network(4, 0, (1, 28, 28), 10, device="cpu")
+    panels = viz.filter_data(conv4)
+    assert panels[1][1].shape == (6, 8, 3, 3)
+    assert "last conv layer: 6 of its 192 filters" in figure_text(viz.plot_filters(make, panels))
+
+
+def test_the_activation_figure_follows_one_digit_through_every_block(trained):
+    net, _, splits, _, _ = trained
+    layers = viz.activation_data(net, splits.test.images[:1])
+    assert len(layers) == 1 + len(net.blocks) and layers[0][1].shape == (1, 28, 28)
+    assert [maps.shape[1:] for _, maps in layers[1:]] == [(28, 28), (14, 14), (14, 14), (7, 7), (7, 7), (7, 7), (7, 7)]
+    assert "block 7 (ConvDw), 192 maps of 7×7" in figure_text(viz.plot_activations(make, layers))
 
 
 # ---------------------------------------------------------------------------------------------
 # Grad-CAM.
 # ---------------------------------------------------------------------------------------------
 def test_grad_cam_maps_are_per_image_in_0_1(trained):
-    net, splits, pred, _ = trained
-    images = splits.test_x[:6]
+    net, _, splits, pred, _ = trained
+    images = splits.test.images[:6]
     for p in net.parameters():
         p.grad = None
     net.train()
@@ -253,8 +249,8 @@ def test_grad_cam_maps_are_per_image_in_0_1(trained):
 
 
 def test_grad_cam_takes_other_targets_layers_and_float_input(trained):
-    net, splits, _, _ = trained
-    images = splits.test_x[:4]
+    net, _, splits, _, _ = trained
+    images = splits.test.images[:4]
     with torch.no_grad():  # callers inside no_grad still get maps
         a = grad_cam(net, images, torch.tensor([0, 1, 2, 3]))
     b = grad_cam(net, images.float() / 255, torch.tensor([0, 1, 2, 3]))

@@ -1,0 +1,23 @@
+"""``python -m mobilenet_lab COMMAND ...``: the tools and experiments by short names.
+
+    prepare  build a dataset in the assignment's layout      predict  classify pictures of digits
+    explain  parameters and FLOPs layer by layer            demo     the draw-a-digit page
+    submit   build and check the submission zip             report   the experiments and Report.pdf
+    bench    speed, time to accuracy, memory                seeds    the recipe over several seeds
+"""
+import importlib
+import sys
+
+from .malloc import keep_freed_memory
+
+COMMANDS = {"prepare": "tools.prepare", "predict": "tools.predict", "explain": "tools.explain", "demo": "tools.demo",
+            "submit": "tools.submit", "report": "experiments.report", "bench": "experiments.bench",
+            "seeds": "experiments.seeds"}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__.strip() if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help") else
+              f"error: unknown command {sys.argv[1]!r}: choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(0 if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help") else 2)
+    keep_freed_memory()  # process-wide: reuse freed activation buffers (malloc.py)
+    sys.exit(importlib.import_module(f".{COMMANDS[sys.argv[1]]}", __package__).main(sys.argv[2:]))
