@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mobilenet_lab.demo import MAX_BYTES, make_server
-from mobilenet_lab.predict import Classifier
+from mobilenet_lab.tools.demo import MAX_BYTES, make_server
+from mobilenet_lab.tools.predict import Classifier
 from test_predict import held_out, render, trained_model  # noqa: F401 (a fixture)
 
 
@@ -92,7 +92,7 @@ def test_predict_a_picture(server):
 
 @pytest.mark.parametrize("path, body, content_type, method, status, message", [
     ("/api/predict", b"hello", "text/plain", "POST", 415, "not a picture"),
-    ("/api/predict", b"not a png at all", "image/png", "POST", 422, "not a picture"),
+    ("/api/predict", b"not a png at all", "image/png", "POST", 422, "cannot be decoded"),
     ("/api/predict", b"", "image/png", "POST", 400, "empty"),
     ("/api/predict", None, None, "GET", 405, "POST"),
     ("/api/info", b"x", "image/png", "POST", 405, "GET only"),

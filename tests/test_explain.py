@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilenet_lab.explain import layer_costs, main, network_flops
+from mobilenet_lab.tools.explain import layer_costs, main, network_flops
 from mobilenet_lab.model import BASE_WIDTH, ConvDw, count_parameters, init_network
 
 M, N = BASE_WIDTH, 2 * BASE_WIDTH  # blocks.1 of the mobilenet preset: ConvDw M->N, stride 2

@@ -15,8 +15,8 @@ from scipy import ndimage
 
 from helpers import digits
 from mobilenet_lab.errors import UserError
-from mobilenet_lab.predict import CAM_SUFFIX, Classifier, main
-from mobilenet_lab.preprocess import mnist_style, read_image
+from mobilenet_lab.tools.predict import CAM_SUFFIX, Classifier, main
+from mobilenet_lab.tools.preprocess import mnist_style, read_image
 
 HELD_OUT = 500  # digits()[:HELD_OUT] are never trained on
 
@@ -56,8 +56,9 @@ def trained_model(tmp_path_factory) -> Path:
         torch.manual_seed(0)
         net = init_network(1, 2, device="cpu")
         set_normalization(net, x[1000:])
-        net = train(net, x[1000:], y[1000:], x[HELD_OUT:1000], y[HELD_OUT:1000], 0.02, 2, batch_size=64,
-                    augment=False, progress=False)
+        from mobilenet_lab.config import Config
+        net, _ = train(net, x[1000:], y[1000:], x[HELD_OUT:1000], y[HELD_OUT:1000], 0.02, 2,
+                       config=Config(batch_size=64, augment=False))
         save(net, path)
     return path
 
@@ -170,7 +171,7 @@ def test_a_blank_picture_has_no_digit():
 def test_unreadable_pictures_are_refused(tmp_path):
     with pytest.raises(UserError, match="empty"):
         read_image(b"")
-    with pytest.raises(UserError, match="not a picture"):
+    with pytest.raises(UserError, match="cannot be decoded as a picture"):
         read_image(b"certainly not a PNG", "upload")
     with pytest.raises(UserError, match="cannot read"):
         read_image(tmp_path / "missing.png")
@@ -247,7 +248,7 @@ def test_predict_command_reports_bad_pictures_and_goes_on(trained_model, tmp_pat
     captured = capsys.readouterr()
     assert "digit0_dark-on-light.png" in captured.out
     errors = captured.err.strip().splitlines()
-    assert any("notes.png" in e and "not a picture" in e for e in errors)
+    assert any("notes.png" in e and "cannot be decoded" in e for e in errors)
     assert any("blank.png" in e and "no digit found" in e for e in errors)
     assert errors[-1].startswith("error: 2 of 3 pictures") and "Traceback" not in captured.err
 

@@ -1,48 +1,21 @@
-"""The submission packager: the zip's layout, the rule table, and the grader's command run on the unpacked zip."""
+"""The submission packager: the zip's tree, the generated one-file program run as a grader runs it, the rule
+table on compliant and broken zips, and a top-level name defined twice."""
 from __future__ import annotations
 
-import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from mobilenet_lab.submit import Names, check_names, main, rename_in_text, run_grader
-from test_predict import untrained_model  # noqa: F401 (a fixture)
+from mobilenet_lab.tools.submit import Names, check_names, main, run_as_grader, single_file
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRY = "FirstName_RollNumber_02_02.py"
 NAMES = Names("Ali", "21L-1234")
 FOLDER = "Ali_21L-1234_02_02"
-README = f"""How to run
-Train:    python {ENTRY} --data ./mnist --train
-Evaluate: python {ENTRY}
-Submit the zip as FirstName_RollNumber_02_02.zip.
-"""
-
-
-def make_tree(root: Path, model: Path | None) -> Path:
-    """A compliant project (a copy of this one's code, a dummy report, a small saved model),
-    plus the clutter a real project folder has: caches, runs, a dataset, bytecode."""
-    root.mkdir(parents=True)
-    shutil.copytree(ROOT / "mobilenet_lab", root / "mobilenet_lab",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(ROOT / ENTRY, root / ENTRY)
-    shutil.copy(ROOT / "requirements.txt", root / "requirements.txt")
-    (root / "Report.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n")
-    (root / "Readme.txt").write_text(README)
-    if model is not None:
-        (root / "saved_models").mkdir()
-        shutil.copy(model, root / "saved_models" / "mobilenet.pt")
-        shutil.copy(model, root / "saved_models" / "conv4.pt")
-    for junk in ("mobilenet_lab/__pycache__/model.cpython-311.pyc", "runs/20260101-mobilenet/metrics.json",
-                 "mnist/train.zip", "mnist/test.zip", ".pytest_cache/v/cache", "tests/test_x.py",
-                 "saved_models/.mobilenet.pt.123.tmp", "mobilenet_lab/notes.ipynb", "saved_models/data.csv"):
-        path = root / junk
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"junk")
-    return root
+ENTRY = "21L-1234_02_02.py"
 
 
 def table(out: str) -> dict[str, str]:
@@ -55,108 +28,124 @@ def table(out: str) -> dict[str, str]:
     return rows
 
 
+def project(tmp_path: Path, results: Path) -> Path:
+    """A copy of this project (code, root script, saved models) with the quick run's results."""
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "mobilenet_lab", root / "mobilenet_lab", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "saved_models", root / "saved_models")
+    shutil.copytree(results, root / "results")
+    shutil.copy(ROOT / "FirstName_RollNumber_02_02.py", root)
+    for junk in ("runs/x/metrics.json", "mnist/train.zip", "notes.ipynb"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_text("junk")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(quick_results, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("submit")
+    root = project(tmp, quick_results[0])
+    out = tmp / "out"
+    import contextlib
+    import io
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(["--root", str(root), "--out", str(out), "--name", "Ali", "--roll-number", "21L-1234"])
+    return status, stdout.getvalue(), out / f"{FOLDER}.zip", root
+
+
 def test_names():
     assert check_names(" Ali ", "21L-1234") == NAMES
-    assert (NAMES.folder, NAMES.zip_name, NAMES.entry) == (FOLDER, f"{FOLDER}.zip", "21L-1234_02_02.py")
+    assert (NAMES.folder, NAMES.zip_name, NAMES.entry) == (FOLDER, f"{FOLDER}.zip", ENTRY)
     for first, roll, message in (("FirstName", "1", "first name"), ("Ali", "RollNumber", "roll number"),
-                                 ("Ali Khan", "1", "first name alone"), ("Ali", "21_L", "no spaces or underscores"),
-                                 ("", "1", "first name"), ("Ali", "a/b", "letters, digits")):
+                                 ("Ali Khan", "1", "first name alone"), ("Ali", "21_L", "no spaces or underscores")):
         with pytest.raises(Exception, match=message):
             check_names(first, roll)
 
 
-def test_rename_in_text():
-    text = ("python FirstName_RollNumber_02_02.py --train\nold: python Ali_99_02_02.py\n"
-            "zip: FirstName_RollNumber_02_02.zip, folder FirstName_RollNumber_02_02/\nkeep: mobilenet.pt, 02_02")
-    assert rename_in_text(text, ENTRY, NAMES) == (
-        "python 21L-1234_02_02.py --train\nold: python 21L-1234_02_02.py\n"
-        f"zip: {FOLDER}.zip, folder {FOLDER}/\nkeep: mobilenet.pt, 02_02")
-
-
-def test_builds_a_compliant_zip_that_runs_as_shipped(tmp_path, untrained_model, capsys):  # noqa: F811
-    root = make_tree(tmp_path / "project", untrained_model)
-    out_dir = tmp_path / "out"
-    assert main(["--root", str(root), "--out", str(out_dir), "--name", "Ali", "--roll-number", "21L-1234"]) == 0
-    out = capsys.readouterr().out
-
-    zip_path = out_dir / f"{FOLDER}.zip"
+def test_the_zip_holds_exactly_four_entries_and_every_rule_passes(built):
+    status, out, zip_path, _ = built
+    assert status == 0, out
     with zipfile.ZipFile(zip_path) as zf:
-        names = [n for n in zf.namelist() if not n.endswith("/")]
+        infos = zf.infolist()
         readme = zf.read(f"{FOLDER}/Readme.txt").decode()
-        entry = zf.read(f"{FOLDER}/21L-1234_02_02.py").decode()
-        student = json.loads(zf.read(f"{FOLDER}/student.json"))
+    names = [i.filename for i in infos]
     assert all(n.startswith(f"{FOLDER}/") for n in names)
-    inner = {n[len(FOLDER) + 1:] for n in names}
-    assert {n for n in inner if "/" not in n} == {
-        "21L-1234_02_02.py", "Report.pdf", "Readme.txt", "requirements.txt", "student.json"}
-    assert {"saved_models/mobilenet.pt", "saved_models/conv4.pt", "mobilenet_lab/model.py",
-            "mobilenet_lab/demo_static/app.js"} <= inner
-    package = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mobilenet_lab").rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
-    assert package <= inner, "the whole library ships"
-    for junk in ("runs/", "mnist/", ".pytest_cache", "__pycache__", ".pyc", "tests/", ".ipynb", ".csv", ".tmp"):
-        assert not any(junk in n for n in inner), junk
-    assert "python 21L-1234_02_02.py --data ./mnist --train" in readme and ENTRY not in readme
-    assert f"{FOLDER}.zip" in readme
-    assert ENTRY not in entry and "python 21L-1234_02_02.py" in entry
-    assert student == {"name": "Ali", "roll_number": "21L-1234"}
-    assert json.loads((root / "student.json").read_text()) == student  # what the root script prints
-
+    assert {n.split("/")[1] for n in names if n.count("/") >= 1 and n.split("/")[1]} == {
+        ENTRY, "Report.pdf", "Readme.txt", "saved_models"}
+    assert sorted(n for n in names if n.startswith(f"{FOLDER}/saved_models/") and n.endswith(".pt")) == [
+        f"{FOLDER}/saved_models/conv4.pt", f"{FOLDER}/saved_models/mobilenet.pt"]
+    assert all((i.external_attr >> 16) & 0o777 == 0o644 for i in infos if not i.is_dir())
+    assert "pip install torch==" in readme and f"python {ENTRY} --arch conv4" in readme and "pytest" not in readme
+    assert "test accuracy 0.9948" in readme  # what the saved mobilenet model scores
     rows = table(out)
-    assert len(rows) == 12 and set(rows.values()) == {"PASS"}, out
-    assert "runs as shipped: python 21L-1234_02_02.py" in rows
-    assert "left out datasets: saved_models/data.csv" in out and "mobilenet_lab/notes.ipynb" in out
+    assert set(rows.values()) == {"PASS"} and len(rows) == 17, out
+    assert f"python {ENTRY}: evaluates the saved model" in rows
     assert "every rule passes" in out
 
-    # student.json now holds the name: the packager needs no flags the second time.
-    assert main(["--root", str(root), "--out", str(out_dir), "--skip-run"]) == 0
-    assert table(capsys.readouterr().out)["runs as shipped: python 21L-1234_02_02.py"] == "SKIP"
 
-
-def test_a_broken_tree_fails_with_fixes(tmp_path, capsys):
-    root = make_tree(tmp_path / "project", None)
-    (root / "Report.pdf").write_text("a text file, not a PDF")
-    (root / "Readme.txt").unlink()
-    assert main(["--root", str(root), "--name", "Ali", "--roll-number", "21L-1234", "--skip-run"]) == 1
-    out = capsys.readouterr().out
-    rows = table(out)
-    assert rows["Report.pdf in the root folder"] == "FAIL"
-    assert rows["Readme.txt explains how to run the code"] == "FAIL"
-    assert rows["a folder with the saved models"] == "FAIL"
-    assert rows["zip named FirstName_RollNumber_02_02.zip"] == "PASS"
-    assert out.count("fix: ") == 3 and "Report.pdf" in out and "--train --model saved_models/mobilenet.pt" in out
-    assert "3 of 12 rules fail" in out and "not ready to submit" in out
-    assert (root / f"{FOLDER}.zip").is_file()  # default --out: the project folder
-
-
-def test_check_a_hand_made_zip(tmp_path, capsys):
-    bad = tmp_path / "submission.zip"
-    with zipfile.ZipFile(bad, "w") as zf:
-        zf.writestr("Ali_21L-1234/main.py", "print('hi')\n")
-        zf.writestr("Ali_21L-1234/helper.py", "\n")
-        zf.writestr("Ali_21L-1234/report.docx", "x")
-        zf.writestr("Ali_21L-1234/Readme.txt", "python Ali_21L-1234_02_02.py\n")
-        zf.writestr("Ali_21L-1234/work.ipynb", "{}")
-        zf.writestr("Ali_21L-1234/__pycache__/main.cpython-311.pyc", "x")
-        zf.writestr("Ali_21L-1234/saved_models/model.pt", "not a model")
-        zf.writestr("Ali_21L-1234/data/train.csv", "a,b\n")
-        zf.writestr("notes.txt", "x")
-    assert main(["--check", str(bad), "--name", "Ali", "--roll-number", "21L-1234", "--root", str(tmp_path),
-                 "--skip-run"]) == 1
-    rows = table(capsys.readouterr().out)
-    assert [rule for rule, result in rows.items() if result == "PASS"] == []
-    assert rows["runs as shipped: python 21L-1234_02_02.py"] == "SKIP"
-
-
-def test_the_grader_run_reports_a_failure(tmp_path):
+def test_the_one_file_defines_the_assignments_functions_and_runs_alone(built, tmp_path):
+    _, _, zip_path, _ = built
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path)
     folder = tmp_path / FOLDER
-    folder.mkdir()
-    (folder / NAMES.entry).write_text("import sys\nprint('Name: Ali')\nsys.exit('no saved model at saved_models')\n")
-    rule = run_grader(folder, NAMES)
-    assert rule.ok is False and "exit status 1" in rule.detail and "no saved model" in rule.detail
-    (folder / NAMES.entry).write_text("print('hello')\n")
-    rule = run_grader(folder, NAMES)
-    assert rule.ok is False and "name and roll number" in rule.detail
+    code = (folder / ENTRY).read_text()
+    for name in ("class MnistCsvDataset", "class ConvDw", "def init_network", "def train", "def save", "def load",
+                 "def test", "def visualize", "def main"):
+        assert f"\n{name}(" in code, name
+    assert "# mobilenet_lab/model.py" in code and "import mobilenet_lab" not in code and "from ." not in code
+    assert "exec(" not in code and "compile(" not in code  # no code hidden in strings
+    rules = run_as_grader(folder, NAMES)
+    assert all(r.ok for r in rules), [(r.rule, r.detail) for r in rules]
+    assert "test accuracy 0.99" in rules[1].detail  # the saved model on the embedded sample
+    done = subprocess.run([sys.executable, "-I", ENTRY, "--data", str(tmp_path / "nowhere")], cwd=folder,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: dataset path") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("breakage, rule", [
+    ("rename-zip", "zip named FirstName_RollNumber_02_02.zip"),
+    ("extra-entry", "exactly four root entries: the .py, Report.pdf, Readme.txt, saved_models/"),
+    ("second-script", "one Python file in the root folder"),
+    ("notebook", "code in .py files only, no notebooks"),
+    ("placeholder-report", "Report.pdf carries your name and roll number"),
+    ("dataset", "no datasets (images, IDX files, label CSVs)"),
+    ("private-mode", "every file readable by anyone (mode 0644)"),
+    ("no-models", "a folder with the saved models"),
+])
+def test_check_finds_each_broken_rule(built, tmp_path, capsys, breakage, rule):
+    _, _, good, _ = built
+    target = tmp_path / (good.name if breakage != "rename-zip" else "submission.zip")
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if breakage == "no-models" and "/saved_models/" in info.filename:
+                continue
+            if breakage == "placeholder-report" and info.filename.endswith("Report.pdf"):
+                data = (ROOT / "Report.pdf").read_bytes() if (ROOT / "Report.pdf").is_file() else b"%PDF-1.4 FirstName"
+            if breakage == "private-mode" and info.filename.endswith(".py"):
+                info.external_attr = 0o100600 << 16
+            dst.writestr(info, data)
+        extra = {"extra-entry": ("requirements.txt", b"torch\n"), "second-script": ("helper.py", b"\n"),
+                 "notebook": ("saved_models/work.ipynb", b"{}"), "dataset": ("saved_models/train.csv", b"a,b\n")}
+        if breakage in extra:
+            info = zipfile.ZipInfo(f"{FOLDER}/{extra[breakage][0]}")
+            info.external_attr = 0o100644 << 16  # a plain writestr(name) would make it 0600, a rule of its own
+            dst.writestr(info, extra[breakage][1])
+    assert main(["--check", str(target), "--name", "Ali", "--roll-number", "21L-1234"]) == 1
+    rows = table(capsys.readouterr().out)
+    assert rows[rule] == "FAIL"
+    assert sum(result == "FAIL" for result in rows.values()) <= 2  # one rule broken (the extra entry breaks two)
+
+
+def test_packaging_fails_on_a_name_defined_twice(tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "mobilenet_lab", root / "mobilenet_lab", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "FirstName_RollNumber_02_02.py", root)
+    (root / "mobilenet_lab" / "losses.py").write_text((root / "mobilenet_lab" / "losses.py").read_text()
+                                                      + "\n\ndef evaluate():\n    pass\n")
+    with pytest.raises(Exception, match="define the same top-level name 'evaluate'"):
+        single_file(NAMES, root)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -172,10 +161,3 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
-
-
-def test_an_ambiguous_entry_script_is_refused(tmp_path, capsys):
-    (tmp_path / "a.py").write_text("")
-    (tmp_path / "b.py").write_text("")
-    assert main(["--root", str(tmp_path), "--name", "Ali", "--roll-number", "1"]) == 2
-    assert "cannot tell which of a.py, b.py" in capsys.readouterr().err

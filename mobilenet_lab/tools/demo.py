@@ -1,6 +1,6 @@
 """A local draw-a-digit page: draw with mouse or touch, or drop a picture, and watch the model.
 
-    python -m mobilenet_lab.demo [--model PATH] [--port N]
+    python -m mobilenet_lab demo [--model PATH] [--port N]
 
 The page (plain HTML, JS and CSS in ``demo_static/``, nothing fetched from the internet)
 shows the prediction, the probability of every class as bars, what the model saw, and the
@@ -26,9 +26,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .errors import UserError, run_cli
+from ..errors import UserError, run_cli
+from ..limits import MAX_IMAGE_BYTES, TooLarge
 from .predict import DEFAULT_MODEL, Classifier, cam_picture, model_input_picture, png_data_url
-from .preprocess import ImageTooLarge, read_image
+from .preprocess import read_image
 
 STATIC_DIR = Path(__file__).resolve().parent / "demo_static"
 STATIC_FILES = {  # URL path -> (file in STATIC_DIR, content type); nothing else is served
@@ -37,8 +38,8 @@ STATIC_FILES = {  # URL path -> (file in STATIC_DIR, content type); nothing else
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-MAX_BYTES = 8 * 1024 * 1024   # largest picture accepted
-DRAIN_LIMIT = 8 * MAX_BYTES   # a larger request is answered 413 without being read, and its connection closed
+MAX_BYTES = MAX_IMAGE_BYTES    # largest picture accepted, as everywhere else (limits.py)
+DRAIN_LIMIT = 2 * MAX_BYTES    # a larger request is answered 413 without being read, and its connection closed
 PICTURE_TYPES = ("image/", "application/octet-stream")
 
 
@@ -52,11 +53,6 @@ class ApiError(Exception):
 
 class DemoServer(ThreadingHTTPServer):
     """The HTTP server, holding the classifier (used by one request at a time).
-
-    Args:
-        address: (host, port) to bind; port 0 picks a free port.
-        classifier: the model and its preprocessing.
-        model_path: shown on the page.
     """
 
     daemon_threads = True
@@ -66,6 +62,13 @@ class DemoServer(ThreadingHTTPServer):
         self.model_path = model_path
         self.lock = threading.Lock()  # Grad-CAM hooks the model: one request at a time
         super().__init__(address, DemoHandler)
+
+    def handle_error(self, request, client_address, exc: BaseException | None = None) -> None:
+        """One log line, not a traceback: clients that reset or drop their connection are routine."""
+        exc = exc or sys.exc_info()[1]
+        what = "disconnected" if isinstance(exc, (ConnectionError, TimeoutError)) else "internal error"
+        print(f"[{time.strftime('%H:%M:%S')}] {client_address[0]}: {what} ({type(exc).__name__}: {exc})",
+              file=sys.stderr, flush=True)
 
     @property
     def url(self) -> str:
@@ -80,19 +83,13 @@ class DemoServer(ThreadingHTTPServer):
 
     def predict(self, body: bytes) -> dict:
         """Classify one picture; the JSON answer of /api/predict.
-
-        Args:
-            body: the picture's bytes.
-
-        Raises:
-            ApiError: 413 for too many pixels, 422 for an unreadable picture or one with no digit.
         """
         started = time.perf_counter()
         try:
             picture = read_image(body, "the uploaded file")
             with self.lock:
                 result, = self.classifier.classify([picture], cam=True)
-        except ImageTooLarge as exc:
+        except TooLarge as exc:
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from exc
         except UserError as exc:
             raise ApiError(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from exc
@@ -138,9 +135,6 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         """The request's body, checked for type and size before it is read.
-
-        Raises:
-            ApiError: 415, 411, 400 or 413 (see the module's docstring).
         """
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not content_type.startswith(PICTURE_TYPES):
@@ -170,12 +164,13 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def _answer(self, route) -> None:
         """Send what ``route`` returns, or its refusal as JSON, or a 500 for a bug.
-
-        Args:
-            route: returns (status, content type, body) or raises ApiError.
         """
         try:
             status, content_type, body = route()
+        except ConnectionError as exc:  # the client went away mid-request: nothing to answer, one log line
+            self.server.handle_error(self.request, self.client_address, exc)
+            self.close_connection = True
+            return
         except ApiError as exc:
             status, content_type, body = exc.status, "application/json", json.dumps({"error": str(exc)}).encode()
             self.close_connection = True  # the request's body may be unread: the connection cannot go on
@@ -204,15 +199,6 @@ class DemoHandler(BaseHTTPRequestHandler):
 def make_server(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000,
                 model_path: str = "") -> DemoServer:
     """Create (but do not start) the demo server.
-
-    Args:
-        classifier: the model to demonstrate.
-        host: address to bind; 127.0.0.1 keeps the page private to this computer.
-        port: TCP port; 0 picks a free one.
-        model_path: shown on the page.
-
-    Raises:
-        UserError: when the address cannot be bound (port in use, unknown host).
     """
     try:
         return DemoServer((host, port), classifier, model_path)
@@ -223,7 +209,7 @@ def make_server(classifier: Classifier, host: str = "127.0.0.1", port: int = 800
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mobilenet_lab.demo",
+        prog="python -m mobilenet_lab demo",
         description="Serve a local page where you draw a digit (mouse or touch) or drop a picture and see the "
                     "prediction, every class's probability and the Grad-CAM heatmap.")
     parser.add_argument("--model", metavar="PATH", type=Path, default=DEFAULT_MODEL,
@@ -239,9 +225,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve the page until Ctrl-C.
-
-    Args:
-        args: the parsed command line.
     """
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port} is not a TCP port: use 1-65535, or 0 for any free port")

@@ -1,10 +1,10 @@
 """Classify pictures of digits with a saved model: any size and colour, a photo of paper included.
 
-    python -m mobilenet_lab.predict IMAGE_OR_FOLDER... [--model PATH] [--top K] [--cam]
+    python -m mobilenet_lab predict IMAGE_OR_FOLDER... [--model PATH] [--top K] [--cam]
 
-Each picture is first converted the way MNIST was made (see :mod:`mobilenet_lab.preprocess`);
-the top classes and their probabilities are printed per picture. With ``--cam``, a Grad-CAM
-picture (what the model saw, and where it looked) is saved next to each picture.
+Each picture is first converted the way MNIST was made (preprocess.py); the most probable classes
+are printed per picture. With ``--cam``, a Grad-CAM picture (what the model saw, and where it
+looked) is saved next to each picture.
 """
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image
 
-from .errors import UserError, run_cli
+from ..checkpoint import open_checkpoint
+from ..errors import UserError, run_cli
+from ..gradcam import grad_cam
+from ..training import evaluate
 from .preprocess import read_image, to_model_input
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "saved_models" / "mobilenet.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "mobilenet.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CAM_SUFFIX = ".cam.png"   # Grad-CAM pictures written by --cam (skipped when a folder is read again)
 PICTURE_SCALE = 8         # 28x28 inputs are drawn 224x224
@@ -30,14 +34,8 @@ PICTURE_SCALE = 8         # 28x28 inputs are drawn 224x224
 
 @dataclass
 class Classification:
-    """What the model made of one picture.
-
-    Attributes:
-        model_input: the MNIST-style picture the network saw, uint8 (C, H, W).
-        probs: softmax probability of every class, float (K,).
-        class_names: the name of each class.
-        cam: Grad-CAM heatmap (H, W) in [0, 1] for the predicted class, or None.
-    """
+    """What the model made of one picture: the MNIST-style input it saw (uint8 C x H x W), every class's
+    probability, and the Grad-CAM map of the predicted class (or None)."""
     model_input: torch.Tensor
     probs: torch.Tensor
     class_names: list[str]
@@ -58,79 +56,41 @@ class Classification:
 
 
 class Classifier:
-    """A loaded model with the MNIST-style conversion in front of it.
-
-    Args:
-        net: a trained network (``mobilenet_lab.load``).
-        class_names: the name of each class (default: the checkpoint's, else "0", "1", ...).
-    """
+    """A loaded model with the MNIST-style conversion in front of it."""
 
     def __init__(self, net: torch.nn.Module, class_names: list[str] | None = None):
         self.net = net.eval()
-        checkpoint = getattr(net, "checkpoint", {}) or {}
-        self.class_names = list(class_names or checkpoint.get("class_names")
-                                or [str(i) for i in range(net.config.num_classes)])
+        self.class_names = list(class_names or [str(i) for i in range(net.config.num_classes)])
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Classifier":
-        """Load the model saved at ``path``."""
-        from .checkpoint import load
-        return cls(load(path))
+        saved = open_checkpoint(path)
+        return cls(saved.net, saved.class_names)
 
     def describe(self) -> str:
-        """One line: block counts, input shape and classes."""
-        config = self.net.config
-        shape = "x".join(str(d) for d in config.input_dim)
-        return (f"{config.conv_block_count} conv + {config.mobilenet_block_count} ConvDw blocks, "
-                f"input {shape}, {len(self.class_names)} classes")
+        c = self.net.config
+        return (f"{c.conv_block_count} conv + {c.mobilenet_block_count} ConvDw blocks, input "
+                f"{'x'.join(map(str, c.input_dim))}, {len(self.class_names)} classes")
 
     def classify(self, pictures: list[Image.Image], cam: bool = False) -> list[Classification]:
-        """Classify pictures of single digits.
-
-        Args:
-            pictures: the pictures, any size, mode and polarity.
-            cam: also compute the Grad-CAM heatmap of each predicted class.
-
-        Raises:
-            UserError: when a picture holds no digit (blank or too little contrast).
-        """
-        from .training import evaluate
-
+        """Classify pictures of single digits; a picture with no digit (blank, too little contrast) is a UserError."""
         if not pictures:
             return []
         x = torch.stack([to_model_input(p, self.net.config.input_dim) for p in pictures])
         pred = evaluate(self.net, x)
-        maps = [None] * len(pictures)
-        if cam:
-            from .gradcam import grad_cam
-            maps = list(grad_cam(self.net, x, pred.labels.clone()))  # clone: not an inference-mode tensor
+        maps = list(grad_cam(self.net, x, pred.labels.clone())) if cam else [None] * len(pictures)  # clone: not inference-mode
         return [Classification(x[i], pred.probs[i], self.class_names, maps[i]) for i in range(len(pictures))]
 
 
 def model_input_picture(model_input: torch.Tensor, scale: int = PICTURE_SCALE) -> Image.Image:
-    """The network's input as an RGB picture, enlarged with crisp pixels.
-
-    Args:
-        model_input: uint8 (C, H, W), C 1 or 3.
-        scale: enlargement factor.
-    """
+    """The network's input as an RGB picture, enlarged with crisp pixels."""
     arr = model_input.numpy()
     img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).convert("RGB")
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
-def cam_picture(model_input: torch.Tensor, cam: torch.Tensor, scale: int = PICTURE_SCALE,
-                opacity: float = 0.5) -> Image.Image:
-    """A Grad-CAM heatmap (jet colours, red = most evidence) laid over the network's input.
-
-    Args:
-        model_input: uint8 (C, H, W), what the network saw.
-        cam: heatmap (H, W) in [0, 1].
-        scale: enlargement factor.
-        opacity: weight of the heatmap over the picture.
-    """
-    from matplotlib import colormaps
-
+def cam_picture(model_input: torch.Tensor, cam: torch.Tensor, scale: int = PICTURE_SCALE, opacity: float = 0.5) -> Image.Image:
+    """A Grad-CAM heatmap (jet colours, red = most evidence) laid over the network's input."""
     base = np.asarray(model_input_picture(model_input, scale), dtype=np.float32) / 255.0
     heat = Image.fromarray(cam.numpy().astype(np.float32), mode="F").resize(base.shape[1::-1], Image.BILINEAR)
     colours = colormaps["jet"](np.clip(np.asarray(heat), 0, 1))[..., :3]
@@ -138,23 +98,13 @@ def cam_picture(model_input: torch.Tensor, cam: torch.Tensor, scale: int = PICTU
 
 
 def png_data_url(img: Image.Image) -> str:
-    """A picture as a ``data:image/png;base64,...`` URL.
-
-    Args:
-        img: the picture.
-    """
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def save_cam(result: Classification, path: Path) -> Path:
-    """Save what the model saw beside its Grad-CAM overlay as one PNG.
-
-    Args:
-        result: a classification made with ``cam=True``.
-        path: the PNG to write (its folder is created).
-    """
+    """What the model saw beside its Grad-CAM overlay, as one PNG."""
     left, right = model_input_picture(result.model_input), cam_picture(result.model_input, result.cam)
     sheet = Image.new("RGB", (left.width + right.width + 8, left.height), "white")
     sheet.paste(left, (0, 0))
@@ -168,15 +118,7 @@ def save_cam(result: Classification, path: Path) -> Path:
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
-    """The picture files named on the command line.
-
-    Args:
-        inputs: files (taken as given) and folders (their pictures, sorted, not recursive; earlier
-            Grad-CAM outputs skipped).
-
-    Raises:
-        UserError: a path that does not exist, or a folder without pictures.
-    """
+    """The picture files named: files as given, folders' pictures (sorted, not recursive, earlier Grad-CAMs skipped)."""
     found: list[Path] = []
     for text in inputs:
         path = Path(text)
@@ -193,59 +135,23 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return found
 
 
-def cam_path(picture: Path, cam_dir: Path | None) -> Path:
-    """Where ``--cam`` writes a picture's Grad-CAM: ``NAME.cam.png`` beside it, or in ``cam_dir``.
-
-    Args:
-        picture: the classified picture.
-        cam_dir: the --cam-dir folder, or None.
-    """
-    return (cam_dir or picture.parent) / (picture.stem + CAM_SUFFIX)
-
-
-def format_result(name: str, result: Classification, k: int, width: int) -> str:
-    """One printed line: the picture's name, then the most probable classes with probabilities.
-
-    Args:
-        name: the picture's name.
-        result: its classification.
-        k: how many classes.
-        width: column width of the name.
-    """
-    ranked = "   ".join(f"{label:>2} {prob:6.1%}" for label, prob in result.top(k))
-    return f"{name:<{width}}  {ranked}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mobilenet_lab.predict",
-        description="Classify pictures of handwritten digits (any size or colour, photos of paper too) with "
-                    "a saved model. Each picture is converted the way MNIST was made: grayscale, inverted "
-                    "when the background is light, cropped to the ink, scaled into a 20x20 box and centred "
-                    "by mass in 28x28.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
-                        help="picture files, or folders whose pictures are all classified (required)")
-    parser.add_argument("--model", metavar="PATH", type=Path, default=DEFAULT_MODEL,
-                        help="saved model to use (default: saved_models/mobilenet.pt in the project)")
-    parser.add_argument("--top", metavar="K", type=int, default=3,
-                        help="how many of the most probable classes to print per picture (default: 3)")
-    parser.add_argument("--cam", action="store_true",
-                        help="also save a Grad-CAM picture, NAME.cam.png, of what the model saw and where it "
-                             "looked (default: off)")
-    parser.add_argument("--cam-dir", metavar="DIR", type=Path, default=None,
-                        help="with --cam, write the Grad-CAM pictures here (default: beside each picture)")
-    args = parser.parse_args(argv)
-    return run_cli(run, args)
+    p = argparse.ArgumentParser(prog="python -m mobilenet_lab predict", description="Classify pictures of "
+                                "handwritten digits (any size or colour, photos of paper too) with a saved model, each "
+                                "converted the way MNIST was made.")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="picture files, or folders of pictures")
+    p.add_argument("--model", metavar="PATH", type=Path, default=DEFAULT_MODEL, help="saved model (default: "
+                   "saved_models/mobilenet.pt)")
+    p.add_argument("--top", metavar="K", type=int, default=3, help="most probable classes printed (default: 3)")
+    p.add_argument("--cam", action="store_true", help="also save NAME.cam.png: what the model saw and where it looked")
+    p.add_argument("--cam-dir", metavar="DIR", type=Path, help="with --cam, write the pictures here (default: beside each)")
+    return run_cli(run, p.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Classify the pictures; a picture that fails is reported and skipped (exit status 2 at the end).
-
-    Args:
-        args: the parsed command line.
-    """
-    if args.top < 1:
-        raise UserError(f"--top {args.top} must be at least 1")
+    """Classify the pictures; a picture that fails is reported and skipped (exit status 2 at the end)."""
+    if not 1 <= args.top <= 1000:
+        raise UserError(f"--top {args.top} must be between 1 and 1000")
     pictures = collect_images(args.images)
     classifier = Classifier.from_file(args.model)
     print(f"model: {args.model} ({classifier.describe()})")
@@ -263,9 +169,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(format_result(str(path), result, args.top, width), flush=True)
+        ranked = "   ".join(f"{label:>2} {prob:6.1%}" for label, prob in result.top(args.top))
+        print(f"{str(path):<{width}}  {ranked}", flush=True)
         if args.cam:
-            print(f"{'':<{width}}  Grad-CAM: {save_cam(result, cam_path(path, args.cam_dir))}")
+            cam = (args.cam_dir or path.parent) / (path.stem + CAM_SUFFIX)
+            print(f"{'':<{width}}  Grad-CAM: {save_cam(result, cam)}")
     if failed:
         print(f"error: {failed} of {len(pictures)} pictures could not be classified (see above)", file=sys.stderr)
         return 2

@@ -17,21 +17,19 @@ Used by ``python -m mobilenet_lab.predict`` and by the draw-a-digit page.
 """
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from scipy import ndimage
 
-from .errors import UserError
+from ..errors import UserError
+from ..limits import MAX_IMAGE_BYTES, open_image, read_file
 
 MNIST_SIDE = 28             # MNIST's field
 MNIST_BOX = 20              # ... and the box the digit is scaled into
 WORK_SIDE = 512             # larger pictures are shrunk to this (longest side) before processing
-MAX_PIXELS = 50_000_000     # refuse pictures larger than this (decompression bombs)
 MIN_INK_CONTRAST = 24.0     # ink must stand this far (of 255) above the background
 TILES = 8                   # background estimate: a TILES x TILES grid of tile percentiles
 STROKE_FRACTION = 0.1       # MNIST strokes are about a tenth of the digit's size
@@ -39,51 +37,18 @@ SPECK_FRACTION = 0.05       # ink blobs below this share of the largest are nois
 FRAME_FRACTION = 0.5        # a blob lining this share of a side of the picture is a frame, not ink
 
 
-class ImageTooLarge(UserError):
-    """The picture has more pixels than :data:`MAX_PIXELS`."""
-
-
 def read_image(source: bytes | str | Path, name: str | None = None) -> Image.Image:
-    """Open a picture from its bytes or a file path, EXIF rotation applied.
-
-    Args:
-        source: the encoded picture (PNG, JPEG, GIF, BMP, WebP, TIFF ...) or a path to one.
-        name: how to name the picture in error messages (default: the path, or "the image").
-
-    Raises:
-        UserError: missing, empty or undecodable file; ImageTooLarge beyond MAX_PIXELS.
-    """
+    """A picture (PNG, JPEG, GIF, BMP, WebP, TIFF ...) from its bytes or a path, EXIF rotation applied;
+    files, bytes and pixels are checked against the limits (limits.py) before decoding."""
     where = name or (str(source) if isinstance(source, (str, Path)) else "the image")
-    if isinstance(source, (str, Path)):
-        try:
-            source = Path(source).read_bytes()
-        except OSError as exc:
-            raise UserError(f"cannot read {where} ({exc.strerror}): check the path") from exc
-    if not source:
-        raise UserError(f"{where} is empty (0 bytes): give a PNG or JPEG picture of a digit")
-    too_large = f"{where} has more than {MAX_PIXELS:,} pixels: shrink it first"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(source))
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageTooLarge(too_large)
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(too_large) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise UserError(f"{where} is not a picture this program can read ({type(exc).__name__}): "
-                        f"give a PNG, JPEG, GIF, BMP, WebP or TIFF file") from exc
+    data = read_file(Path(source), MAX_IMAGE_BYTES, "picture") if isinstance(source, (str, Path)) else source
+    return ImageOps.exif_transpose(open_image(data, where))
 
 
 def grayscale(img: Image.Image) -> np.ndarray:
     """The picture as a float32 array in [0, 255], shrunk to at most WORK_SIDE pixels a side.
 
     Transparent pixels become white behind dark ink and black behind light ink.
-
-    Args:
-        img: the picture, any mode.
     """
     if max(img.size) > WORK_SIDE:
         img = img.copy()
@@ -107,12 +72,6 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
 
     The ink is the minority whose brightness lies farthest from the median; the picture is
     inverted when that is darker than the background.
-
-    Args:
-        gray: grayscale picture in [0, 255].
-
-    Raises:
-        UserError: when nothing stands out from the background (a blank picture).
     """
     smooth = ndimage.uniform_filter(gray, size=3)
     median = float(np.median(smooth))
@@ -131,9 +90,6 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
 def background(gray: np.ndarray) -> np.ndarray:
     """Smooth background brightness per pixel: a low percentile per tile, the lowest of each
     tile's neighbours, upsampled. Ink covering most of one tile does not raise it.
-
-    Args:
-        gray: grayscale picture with the ink brighter than the background.
     """
     h, w = gray.shape
     rows = np.array_split(np.arange(h), min(TILES, h))
@@ -148,9 +104,6 @@ def crop_to_ink(ink: np.ndarray) -> np.ndarray:
     """The ink's bounding box, with specks (blobs far smaller than the largest) erased, and
     frames too (blobs lining most of a side, such as the table beside a photographed sheet)
     when anything else is left.
-
-    Args:
-        ink: ink strength in [0, 1], background 0.
     """
     labels, count = ndimage.label(ink > 0.3, structure=np.ones((3, 3)))
     if count == 0:
@@ -171,9 +124,6 @@ def crop_to_ink(ink: np.ndarray) -> np.ndarray:
 
 def thicken(ink: np.ndarray) -> np.ndarray:
     """Dilate strokes that are much thinner than MNIST's (about a tenth of the digit's size).
-
-    Args:
-        ink: the cropped ink, in [0, 1].
     """
     side = max(ink.shape)
     mask = ink > 0.3
@@ -190,10 +140,6 @@ def thicken(ink: np.ndarray) -> np.ndarray:
 def fit_and_centre(ink: np.ndarray, side: int = MNIST_SIDE) -> np.ndarray:
     """Scale the cropped ink into a box of 20/28 of ``side`` (aspect kept) and place it in a
     ``side`` x ``side`` field with its centre of mass at the centre.
-
-    Args:
-        ink: the cropped ink, in [0, 1].
-        side: the field's width and height.
     """
     box = max(1, round(side * MNIST_BOX / MNIST_SIDE))
     h, w = ink.shape
@@ -212,13 +158,6 @@ def fit_and_centre(ink: np.ndarray, side: int = MNIST_SIDE) -> np.ndarray:
 
 def mnist_style(img: Image.Image, side: int = MNIST_SIDE) -> np.ndarray:
     """A picture of one digit as an MNIST-style uint8 image (side x side, white ink on black).
-
-    Args:
-        img: the picture, any size, mode and polarity (dark on light or light on dark).
-        side: the output's width and height (MNIST: 28).
-
-    Raises:
-        UserError: when no digit stands out from the background.
     """
     field = fit_and_centre(thicken(crop_to_ink(ink_map(grayscale(img)))), side)
     return np.round(field * 255).astype(np.uint8)
@@ -226,10 +165,6 @@ def mnist_style(img: Image.Image, side: int = MNIST_SIDE) -> np.ndarray:
 
 def to_model_input(img: Image.Image, input_dim: tuple[int, int, int]) -> torch.Tensor:
     """A picture as the network's uint8 input (C, H, W): MNIST-style, resized and channel-repeated.
-
-    Args:
-        img: the picture of one digit.
-        input_dim: the network's (C, H, W), e.g. ``net.config.input_dim``.
     """
     channels, height, width = input_dim
     digit = mnist_style(img, min(height, width))

@@ -1,49 +1,52 @@
 """Build the submission zip and check it against every rule of the assignment's guidelines.
 
-    python -m mobilenet_lab.submit --name FIRST --roll-number ROLL [--root DIR] [--out DIR] [--skip-run]
+    python -m mobilenet_lab submit --name FIRST --roll-number ROLL     # build, check, run as a grader would
+    python -m mobilenet_lab submit --check ZIP [--run]                  # check any zip (and run it)
 
-Builds ``FIRST_ROLL_02_02.zip`` whose one root folder ``FIRST_ROLL_02_02/`` holds the entry
-script renamed ``ROLL_02_02.py`` (it and Readme.txt rewritten to use that name), the
-``mobilenet_lab`` library, Report.pdf, Readme.txt, the saved models, requirements.txt and
-student.json (the name and roll number the script prints). Datasets, caches, run folders,
-notebooks and bytecode are never shipped.
-
-It then reads the zip back, checks each naming rule (each broken one costs 3% of the
-marks), unpacks it into a temporary folder and runs the grader's command there
-(``python ROLL_02_02.py``: evaluate the saved model on the embedded sample data), and
-prints a table of every rule, PASS or FAIL, with the fix. Exit status 0 when every rule
-passes, 1 when one fails, 2 on bad input. ``--check ZIP`` checks a zip made otherwise.
+The zip ``FIRST_ROLL_02_02.zip`` holds one folder ``FIRST_ROLL_02_02/`` with exactly four entries:
+``ROLL_02_02.py``, ``Report.pdf`` (rebuilt from results/ with the student's name), ``Readme.txt``
+(written for the grader) and ``saved_models/``. The one .py file is generated here from the
+package's core modules, module by module under a header comment each, followed by the root
+script's main; the package stays the only copy of the code in the repository. The packager then
+runs the unpacked copy in a fresh folder with neither the repository nor the package on the path:
+the grader's command, and a one-epoch training run on a small subset. Exit status 0 when every rule
+passes, 1 when one fails, 2 on bad input.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import ast
+import io
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path, PurePosixPath
 
-from .errors import UserError, run_cli
-from .student import PLACEHOLDER, identity
+from pypdf import PdfReader
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = Path(__file__).resolve().parent.name       # the library folder shipped: mobilenet_lab
+from ..checkpoint import read_checkpoint
+from ..errors import UserError, run_cli
+from ..experiments.pdf import build_pdf
+from ..files import atomic_write
+from ..student import PLACEHOLDER, identity
+
+PROJECT = Path(__file__).resolve().parents[2]
+CORE = PROJECT / "mobilenet_lab"
 SUFFIX = "_02_02"
-MODELS_DIR = "saved_models"
-GRADER_MODEL = f"{MODELS_DIR}/mobilenet.pt"          # what the grader's command loads by default
-REPORT, README, STUDENT_FILE = "Report.pdf", "Readme.txt", "student.json"
-EXTRA_FILES = ("requirements.txt",)                  # shipped from the root when present
-DATA_SUFFIXES = (".zip", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".7z", ".rar", ".csv", ".tsv", ".npy", ".npz",
-                 ".idx", ".ubyte", ".h5", ".hdf5", ".parquet", ".pkl", ".pickle")
+ROOT_ENTRIES = 4
+MAX_ZIP_MB = 50          # what course sites commonly accept for one upload
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scikit-learn", "scipy", "matplotlib", "seaborn",
+            "tqdm", "mlxtend")
+DATA_SUFFIXES = (".csv", ".tsv", ".npy", ".npz", ".idx", ".gz", ".zip", ".tar", ".7z", ".rar", ".h5", ".parquet", ".pkl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-IMAGE_FOLDER_LIMIT = 10      # a folder with this many pictures is a dataset
-JUNK_PARTS = ("__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".cache", "runs", "__MACOSX", ".git")
-JUNK_SUFFIXES = (".pyc", ".pyo", ".tmp", ".log")
-GRADER_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 900
+README = Path(__file__).resolve().parent / "grader_readme.txt"
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,7 @@ class Names:
 
 @dataclass
 class Rule:
-    """One convention of the guidelines and how the submission fares: ok True (PASS), False
-    (FAIL) or None (not checked); ``detail`` says what was found, ``fix`` what to do."""
+    """One convention and how the submission fares: ok True (PASS), False (FAIL) or None (not checked)."""
     rule: str
     ok: bool | None
     detail: str = ""
@@ -76,464 +78,300 @@ class Rule:
 
 
 def check_names(first: str, roll: str) -> Names:
-    """Validate the name and roll number that go into file names.
-
-    Args:
-        first: the student's first name.
-        roll: the roll number.
-
-    Raises:
-        UserError: placeholders, empty values, or characters that do not belong in the names.
-    """
     first, roll = first.strip(), roll.strip()
     if not first or first == PLACEHOLDER["name"]:
         raise UserError("give your first name with --name FIRST (the zip is named FIRST_ROLL_02_02.zip)")
     if not roll or roll == PLACEHOLDER["roll_number"]:
         raise UserError("give your roll number with --roll-number ROLL (the script is named ROLL_02_02.py)")
-    if not all(c.isalpha() or c == "-" for c in first) or not first[0].isalpha():
-        raise UserError(f"--name '{first}' must be your first name alone: letters (and hyphens) only, "
-                        f"no spaces or underscores")
+    if not (first[0].isalpha() and all(c.isalpha() or c == "-" for c in first)):
+        raise UserError(f"--name '{first}' must be your first name alone: letters (and hyphens) only, no spaces or "
+                        f"underscores")
     if not all(c.isascii() and (c.isalnum() or c == "-") for c in roll):
         raise UserError(f"--roll-number '{roll}' must be letters, digits and hyphens only, no spaces or underscores")
     return Names(first, roll)
 
 
 # ---------------------------------------------------------------------------------------------
-# What goes into the zip.
+# The one .py file, generated from the core modules.
 # ---------------------------------------------------------------------------------------------
+def core_modules(package: Path = CORE) -> list[Path]:
+    """The core modules (not tools/ or experiments/) in an order where each comes after those it imports."""
+    files = {p.stem: p for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    needs = {name: {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)
+                    and n.level == 1 and n.module in files} for name, path in files.items()}
+    ordered: list[str] = []
+    while len(ordered) < len(files):
+        ready = sorted(n for n in files if n not in ordered and needs[n] <= set(ordered))
+        if not ready:
+            raise UserError(f"the core modules import each other in a circle ({', '.join(sorted(set(files) - set(ordered)))})")
+        ordered += ready[:1]
+    return [files[n] for n in ordered]
+
+
+def _drop_package_imports(source: str, where: str) -> tuple[str, dict[str, str]]:
+    """The module without its imports of the package itself (one file has no package) and without
+    ``from __future__``; and what its other top-level imports bind (name -> source), for the clash check."""
+    tree, lines, bound = ast.parse(source), source.splitlines(keepends=True), {}
+    cut = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in
+                                                  ("mobilenet_lab", "__future__")):
+            cut.update(range(node.lineno - 1, node.end_lineno))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and node in tree.body:
+            for alias in node.names:
+                source_name = alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+                bound[(alias.asname or alias.name).split(".")[0]] = source_name
+    return "".join(line for i, line in enumerate(lines) if i not in cut), bound
+
+
+def _defined(source: str) -> set[str]:
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def single_file(names: Names, project: Path = PROJECT, package: Path | None = None) -> str:
+    """The submission's one .py file: every core module under a header comment, the student's identity, then
+    the root script's parser and main. Two modules that define the same top-level name stop the build."""
+    package = package or project / "mobilenet_lab"
+    owner: dict[str, str] = {}
+    binding: dict[str, tuple[str, str]] = {}
+    parts = []
+    root = find_entry_script(project)
+    modules = core_modules(package) + [root]
+    for path in modules:
+        where = path.name if path == root else f"mobilenet_lab/{path.name}"
+        text, bound = _drop_package_imports(path.read_text(encoding="utf-8"), where)
+        if path.stem == "student":
+            text = (f'"""The student whose work this is (written by the packager)."""\n\n'
+                    f'PLACEHOLDER = {{"name": "FirstName", "roll_number": "RollNumber"}}\n\n\n'
+                    f'def identity() -> dict[str, str]:\n    return {{"name": "{names.first}", '
+                    f'"roll_number": "{names.roll}"}}\n')
+        if path == root:
+            text = re.sub(r"\nsys\.path\.insert\(0, .*\)\n", "\n", text)
+        for name in _defined(text):
+            if name in owner:
+                raise UserError(f"two core modules define the same top-level name {name!r}: {owner[name]} and "
+                                f"{where}; rename one, as one file cannot hold both")
+            owner[name] = where
+        for name, source in bound.items():
+            if binding.get(name, (source,))[0] != source or name in owner:
+                raise UserError(f"{where} imports {name!r} from {source}, which another module binds otherwise "
+                                f"({binding.get(name, (owner.get(name),))[-1]}); import it under another name")
+            binding[name] = (source, where)
+        parts.append(f"\n\n# {'=' * 92}\n# {where}\n# {'=' * 92}\n{text.strip()}\n")
+    header = (f'"""{names.first} ({names.roll}): Deep Learning, Assignment 3, Classification of MNIST using PyTorch.\n\n'
+              f"The whole program in one file, as the guidelines ask: the modules of the mobilenet_lab package\n"
+              f"one after the other, each under a header comment, then the main. Run it with --help.\n" + '"""\n'
+              "from __future__ import annotations\n\n__version__ = " + repr(version_of_package(package)) + "\n")
+    return header + "".join(parts)
+
+
+def version_of_package(package: Path) -> str:
+    return re.search(r'__version__ = "([^"]+)"', (package / "__init__.py").read_text()).group(1)
+
+
 def find_entry_script(root: Path) -> Path:
-    """The project's entry script: the one .py file at ``root``, or the one named ``*_02_02.py``.
-
-    Args:
-        root: the project folder.
-
-    Raises:
-        UserError: none, or several that cannot be told apart.
-    """
     scripts = sorted(p for p in root.glob("*.py") if p.is_file())
-    if len(scripts) == 1:
-        return scripts[0]
     named = [p for p in scripts if p.name.endswith(f"{SUFFIX}.py")]
     if len(named) == 1:
         return named[0]
     if not scripts:
-        raise UserError(f"no Python file at {root}: the entry script (e.g. FirstName_RollNumber_02_02.py) "
-                        f"belongs at the project root; point --root at the project")
-    raise UserError(f"cannot tell which of {', '.join(p.name for p in scripts)} at {root} is the entry script: "
-                    f"keep one *_02_02.py there and move the others into {PACKAGE}/")
-
-
-def rename_in_text(text: str, old_entry: str, names: Names) -> str:
-    """Point every mention of the entry script and of the submission folder/zip at the new names.
-
-    Args:
-        text: Readme.txt's or the entry script's text.
-        old_entry: the entry script's name in the project (e.g. FirstName_RollNumber_02_02.py);
-            it and any other ``..._02_02.py`` become ``ROLL_02_02.py``.
-        names: the student's names; ``X_Y_02_02`` folder or zip names become ``FIRST_ROLL_02_02``.
-    """
-    text = text.replace(old_entry, names.entry)
-    text = re.sub(r"(?<![\w-])(?:[\w-]+?_)?[A-Za-z0-9-]+_02_02\.py\b", names.entry, text)
-    return re.sub(r"(?<![\w-])[A-Za-z-]+_[A-Za-z0-9-]+_02_02\b(?!\.py)", names.folder, text)
-
-
-def is_junk(relpath: PurePosixPath) -> bool:
-    """Whether a path is a cache, run folder, bytecode or hidden file: never shipped.
-
-    Args:
-        relpath: the path inside the project or the zip.
-    """
-    return (any(part in JUNK_PARTS or part.startswith(".") for part in relpath.parts)
-            or relpath.suffix.lower() in JUNK_SUFFIXES)
-
-
-def dataset_files(names: list[PurePosixPath]) -> list[PurePosixPath]:
-    """The files that look like data: archives, tables, arrays, and folders full of pictures.
-
-    Args:
-        names: file paths.
-    """
-    pictures: dict[PurePosixPath, list[PurePosixPath]] = {}
-    for name in names:
-        if name.suffix.lower() in IMAGE_SUFFIXES:
-            pictures.setdefault(name.parent, []).append(name)
-    crowded = {folder for folder, files in pictures.items() if len(files) >= IMAGE_FOLDER_LIMIT}
-    return [n for n in names if n.suffix.lower() in DATA_SUFFIXES or "-ubyte" in n.name.lower()
-            or n.parent in crowded]
-
-
-def find_case_insensitive(root: Path, name: str) -> Path | None:
-    """``root/name``, or a file at ``root`` whose name differs only in case, or None.
-
-    Args:
-        root: the folder.
-        name: the file name wanted.
-    """
-    exact = root / name
-    if exact.is_file():
-        return exact
-    return next((p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower() == name.lower()), None)
-
-
-@dataclass
-class Plan:
-    """The zip's content: arcname (inside the root folder) -> a source file or bytes; and notes."""
-    files: dict[str, Path | bytes]
-    notes: list[str]
-
-
-def plan_submission(root: Path, names: Names) -> Plan:
-    """Choose what the zip holds (see the module's docstring); nothing is written.
-
-    Args:
-        root: the project folder.
-        names: the student's names.
-    """
-    entry = find_entry_script(root)
-    files: dict[str, Path | bytes] = {}
-    notes: list[str] = []
-    files[names.entry] = rename_in_text(entry.read_text(encoding="utf-8"), entry.name, names).encode("utf-8")
-    if entry.name != names.entry:
-        notes.append(f"{entry.name} ships as {names.entry}")
-    others = [p.name for p in sorted(root.glob("*.py")) if p != entry]
-    if others:
-        notes.append(f"left out other Python files at the root: {', '.join(others)}")
-    for wanted in (REPORT, README, *EXTRA_FILES):
-        found = find_case_insensitive(root, wanted)
-        if found is None:
-            continue
-        if found.name != wanted:
-            notes.append(f"{found.name} ships as {wanted}")
-        files[wanted] = found
-    readme = files.get(README)
-    if isinstance(readme, Path):
-        try:
-            files[README] = rename_in_text(readme.read_text(encoding="utf-8"), entry.name, names).encode("utf-8")
-        except UnicodeDecodeError:
-            notes.append(f"{README} is not UTF-8 text: shipped as it is, script names not rewritten")
-    tree: list[PurePosixPath] = []
-    for folder in (PACKAGE, MODELS_DIR):
-        base = root / folder
-        if base.is_dir():
-            tree += [PurePosixPath(p.relative_to(root).as_posix()) for p in sorted(base.rglob("*")) if p.is_file()]
-    tree = [p for p in tree if not is_junk(p)]
-    data = set(dataset_files(tree))
-    notebooks = {p for p in tree if p.suffix.lower() == ".ipynb"}
-    for path in tree:
-        if path not in data and path not in notebooks:
-            files[str(path)] = root / path
-    if data:
-        notes.append(f"left out datasets: {', '.join(str(p) for p in sorted(data)[:5])}"
-                     + (f" and {len(data) - 5} more" if len(data) > 5 else ""))
-    if notebooks:
-        notes.append(f"left out notebooks (only .py code is accepted): {', '.join(map(str, sorted(notebooks)))}")
-    files[STUDENT_FILE] = student_json(names).encode()
-    return Plan(files, notes)
-
-
-def student_json(names: Names) -> str:
-    """The content of student.json, from which the entry script takes the name and roll number it prints.
-
-    Args:
-        names: the student's names.
-    """
-    return json.dumps({"name": names.first, "roll_number": names.roll}, indent=2) + "\n"
-
-
-def write_student_file(root: Path, names: Names) -> Path:
-    """Store the name and roll number in ``root/student.json``, which the entry script prints.
-
-    Args:
-        root: the project folder.
-        names: the student's names.
-    """
-    path = root / STUDENT_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(student_json(names))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path} ({exc.strerror}): make the project folder writable") from exc
-    return path
-
-
-def write_zip(plan: Plan, names: Names, out_dir: Path) -> Path:
-    """Write the planned files under ``FIRST_ROLL_02_02/`` into ``FIRST_ROLL_02_02.zip`` (atomically).
-
-    Args:
-        plan: what to write.
-        names: the student's names.
-        out_dir: the folder for the zip.
-    """
-    path = out_dir / names.zip_name
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    folders = {str(PurePosixPath(a).parent) for a in plan.files} - {"."}
-    folders |= {str(parent) for f in list(folders) for parent in PurePosixPath(f).parents if str(parent) != "."}
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(f"{names.folder}/", b"")
-            for folder in sorted(folders):
-                zf.writestr(f"{names.folder}/{folder}/", b"")
-            for arcname, source in sorted(plan.files.items()):
-                target = f"{names.folder}/{arcname}"
-                if isinstance(source, bytes):
-                    zf.writestr(target, source)
-                else:
-                    zf.write(source, target)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path} ({exc.strerror}): choose a writable --out") from exc
-    return path
+        raise UserError(f"no Python file at {root}: the entry script (e.g. FirstName_RollNumber_02_02.py) belongs at "
+                        f"the project root; point --root at the project")
+    raise UserError(f"cannot tell which of {', '.join(p.name for p in scripts)} at {root} is the entry script: keep "
+                    f"one *_02_02.py there")
 
 
 # ---------------------------------------------------------------------------------------------
-# The rules, checked on the zip as shipped.
+# The zip.
 # ---------------------------------------------------------------------------------------------
-def read_zip(path: Path) -> list[str]:
-    """The zip's member names (folders end with /).
+def grader_readme(names: Names, project: Path) -> str:
+    """Readme.txt for the grader (grader_readme.txt filled in): what to install, how to evaluate each saved model
+    and what it scores, how to train; every command works with what the zip holds."""
+    scores = []
+    for model in sorted((project / "saved_models").glob("*.pt")):
+        metrics = read_checkpoint(model)["metrics"]
+        scores.append(f"  {model.name:<14} test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, macro F1 "
+                      f"{metrics.get('test_f1_macro', float('nan')):.4f} on the 10,000 MNIST test digits")
+    return README.read_text().format(first=names.first, roll=names.roll, e=names.entry, rule="=" * 78,
+                                     pins=" ".join(f"{p}=={version(p)}" for p in PACKAGES), scores="\n".join(scores))
 
-    Args:
-        path: the zip.
-    """
+
+def write_zip(files: dict[str, bytes], names: Names, out_dir: Path) -> Path:
+    """The files (arcname inside the root folder -> bytes) under FIRST_ROLL_02_02/, every file 0644, atomically."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        folders = sorted({str(p) for a in files for p in PurePosixPath(a).parents if str(p) != "."})
+        for folder in [""] + folders:
+            info = zipfile.ZipInfo(f"{names.folder}/{folder}/".replace("//", "/"))
+            info.external_attr = (0o40755 << 16) | 0x10
+            zf.writestr(info, b"")
+        for arcname, data in sorted(files.items()):
+            info = zipfile.ZipInfo(f"{names.folder}/{arcname}", date_time=(2026, 1, 1, 0, 0, 0))
+            info.external_attr, info.compress_type = 0o100644 << 16, zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return atomic_write(out_dir / names.zip_name, buffer.getvalue())
+
+
+def build(names: Names, project: Path, out_dir: Path) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        build_pdf(project / "results", Path(tmp) / "Report.pdf", names.first, names.roll)
+        files = {names.entry: single_file(names, project).encode(), "Report.pdf": (Path(tmp) / "Report.pdf").read_bytes(),
+                 "Readme.txt": grader_readme(names, project).encode()}
+    for model in sorted((project / "saved_models").glob("*.pt")):
+        files[f"saved_models/{model.name}"] = model.read_bytes()
+    return write_zip(files, names, out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules, checked on any zip.
+# ---------------------------------------------------------------------------------------------
+def check_zip(zip_path: Path, names: Names, unpacked: Path) -> list[Rule]:
+    """Every convention of the guidelines, on the zip and its unpacked copy (nothing of it is run)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.namelist()
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            zf.extractall(unpacked)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path} is not a readable zip file ({exc}): build it again") from exc
-
-
-def root_folder(members: list[str], names: Names) -> str:
-    """The zip's root folder: FIRST_ROLL_02_02 when present, else its only top folder, else "" (none).
-
-    Args:
-        members: the zip's member names.
-        names: the student's names.
-    """
-    tops = sorted({m.split("/", 1)[0] for m in members if "/" in m})
-    if names.folder in tops:
-        return names.folder
-    return tops[0] if len(tops) == 1 else ""
-
-
-def check_saved_models(folder: Path) -> tuple[bool, str]:
-    """Whether the unpacked root folder holds the grader's model, and only readable models.
-
-    Args:
-        folder: the unpacked root folder.
-
-    Returns:
-        (ok, what was found).
-    """
-    from .checkpoint import read_checkpoint
-
-    models = sorted((folder / MODELS_DIR).glob("*.pt")) if (folder / MODELS_DIR).is_dir() else []
-    if not models:
-        return False, f"no {MODELS_DIR}/ folder with .pt models"
-    broken = []
-    for model in models:
-        try:
-            read_checkpoint(model)
-        except UserError:
-            broken.append(model.name)
-    names = ", ".join(m.name for m in models)
-    if broken:
-        return False, f"unreadable: {', '.join(broken)} (of {names})"
-    if not (folder / GRADER_MODEL).is_file():
-        return False, f"{names}, but not {GRADER_MODEL}, which the grader's command loads"
-    return True, names
-
-
-def check_rules(zip_path: Path, unpacked: Path, names: Names, root: Path) -> list[Rule]:
-    """Check every convention of the guidelines on the zip and its unpacked copy.
-
-    Args:
-        zip_path: the zip to check.
-        unpacked: the folder it was unpacked into.
-        names: the student's names.
-        root: the project folder, named in the fixes.
-    """
-    members = read_zip(zip_path)
-    files = [PurePosixPath(m) for m in members if not m.endswith("/")]
-    tops = sorted({m.split("/", 1)[0] for m in members})
-    base = root_folder(members, names)
+        raise UserError(f"{zip_path} is not a readable zip ({exc}): build it again") from exc
+    members = [PurePosixPath(i.filename) for i in infos]
+    files = [PurePosixPath(i.filename) for i in infos if not i.is_dir()]
+    tops = sorted({m.parts[0] for m in members})
+    base = names.folder if names.folder in tops else (tops[0] if len(tops) == 1 else "")
     folder = unpacked / base
-    at_root = {p.name for p in files if p.parent == PurePosixPath(base)}
-    scripts = sorted(n for n in at_root if n.endswith(".py"))
-    rules = [
+    entries = sorted({m.parts[1] for m in members if len(m.parts) > 1 and m.parts[0] == base})
+    scripts = [e for e in entries if e.endswith(".py")]
+    report, readme = folder / "Report.pdf", folder / "Readme.txt"
+    pdf_text = _pdf_text(report)
+    readme_text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    data = [str(f) for f in files if f.suffix.lower() in DATA_SUFFIXES or "-ubyte" in f.name
+            or (f.suffix.lower() in IMAGE_SUFFIXES)]
+    bad_modes = [i.filename for i in infos if not i.is_dir() and (i.external_attr >> 16) & 0o777 not in (0o644, 0)]
+    models = sorted((folder / "saved_models").glob("*.pt")) if (folder / "saved_models").is_dir() else []
+    size_mb = zip_path.stat().st_size / 1e6
+    return [
         Rule(f"zip named FirstName_RollNumber{SUFFIX}.zip", zip_path.name == names.zip_name, zip_path.name,
              f"rename the zip to {names.zip_name}"),
-        Rule(f"one root folder named FirstName_RollNumber{SUFFIX}", tops == [names.folder],
-             ", ".join(f"{t}/" if any(m.startswith(t + "/") for m in members) else t for t in tops) or "empty zip",
-             f"put everything inside one folder {names.folder}/ before zipping"),
+        Rule(f"one root folder named FirstName_RollNumber{SUFFIX}", tops == [names.folder], ", ".join(tops) or "empty",
+             f"put everything inside one folder {names.folder}/"),
+        Rule("exactly four root entries: the .py, Report.pdf, Readme.txt, saved_models/", set(entries) == {
+            names.entry, "Report.pdf", "Readme.txt", "saved_models"}, ", ".join(entries) or "none",
+             "keep only those four in the root folder"),
         Rule("one Python file in the root folder", len(scripts) == 1, ", ".join(scripts) or "none",
-             f"keep only {names.entry} at the root; move other code into {PACKAGE}/"),
-        Rule(f"Python file named rollNumber{SUFFIX}.py", scripts == [names.entry], ", ".join(scripts) or "none",
+             f"keep only {names.entry} there"),
+        Rule(f"Python file named rollNumber{SUFFIX}.py", names.entry in scripts, ", ".join(scripts) or "none",
              f"name the script {names.entry}"),
+        Rule("code in .py files only, no notebooks", not any(f.suffix.lower() == ".ipynb" for f in files),
+             ", ".join(str(f) for f in files if f.suffix.lower() == ".ipynb") or "none", "convert notebooks to .py"),
+        Rule("Report.pdf in the root folder", pdf_text is not None, "a PDF" if pdf_text is not None else
+             ("not a readable PDF" if report.exists() else "missing"), "build it: python -m mobilenet_lab report"),
+        Rule("Report.pdf carries your name and roll number", bool(pdf_text) and names.first in pdf_text
+             and names.roll in pdf_text and "FirstName" not in pdf_text,
+             "yes" if pdf_text and names.first in pdf_text else "no", "rebuild it with --name and --roll-number"),
+        Rule("Readme.txt explains how to run the code", names.entry in readme_text and "pip install" in readme_text,
+             "shows how to install and run" if names.entry in readme_text else "missing or never names the script",
+             "write the install, evaluate and train commands into Readme.txt"),
+        Rule("a folder with the saved models", bool(models), ", ".join(m.name for m in models) or "none",
+             f"train and save: python {names.entry} --train --model saved_models/mobilenet.pt"),
+        Rule("no datasets (images, IDX files, label CSVs)", not data, ", ".join(data[:4]) or "none",
+             "leave the provided dataset out of the submission"),
+        Rule("no caches or bytecode", not any(p in ("__pycache__", ".cache") or f.suffix == ".pyc" for f in files
+                                              for p in f.parts), "none", "leave out __pycache__/ and *.pyc"),
+        Rule("every file readable by anyone (mode 0644)", not bad_modes, ", ".join(bad_modes[:3]) or "all 0644",
+             "chmod 644 the files before zipping"),
+        Rule(f"zip size at most {MAX_ZIP_MB} MB", size_mb <= MAX_ZIP_MB, f"{size_mb:.1f} MB",
+             "leave out run folders and large files"),
     ]
-    report = folder / REPORT
-    is_pdf = report.is_file() and report.read_bytes()[:5] == b"%PDF-"
-    rules.append(Rule(f"{REPORT} in the root folder", is_pdf,
-                      ("a PDF" if is_pdf else "not a PDF file") if report.is_file() else "missing",
-                      f"write the report (results and figures, not code) and save it as {root / REPORT}"))
-    readme = folder / README
-    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
-    stale = sorted(set(re.findall(r"[\w-]+_02_02\.py", text)) - {names.entry})
-    readme_ok = bool(text.strip()) and names.entry in text and not stale
-    rules.append(Rule(f"{README} explains how to run the code", readme_ok,
-                      "missing" if not readme.is_file() else
-                      (f"names {', '.join(stale)}" if stale else
-                       (f"shows how to run {names.entry}" if readme_ok else f"never mentions {names.entry}")),
-                      f"write {root / README} with the commands to train and to evaluate, e.g. "
-                      f"'python {names.entry} --data DIR --train'"))
-    models_ok, models_detail = check_saved_models(folder)
-    rules.append(Rule("a folder with the saved models", models_ok, models_detail,
-                      f"train and save the model: python {names.entry} --train --model {GRADER_MODEL}"))
-    notebooks = [str(p) for p in files if p.suffix.lower() == ".ipynb"]
-    rules.append(Rule("code in .py files only, no notebooks", not notebooks, ", ".join(notebooks) or "none",
-                      "convert notebooks to .py files and leave the .ipynb out"))
-    data = [str(p) for p in dataset_files(files)]
-    rules.append(Rule("no datasets", not data, (", ".join(data[:4]) + (" ..." if len(data) > 4 else "")) or "none",
-                      "leave the provided dataset out of the submission"))
-    junk = sorted({str(p) for p in files if is_junk(p)})
-    rules.append(Rule("no caches, run folders or bytecode", not junk,
-                      (", ".join(junk[:4]) + (" ..." if len(junk) > 4 else "")) or "none",
-                      "leave out __pycache__/, *.pyc, runs/ and hidden files"))
-    student = identity(folder / STUDENT_FILE) if (folder / STUDENT_FILE).is_file() else None
-    rules.append(Rule("the code prints your name and roll number",
-                      student == {"name": names.first, "roll_number": names.roll},
-                      f"{STUDENT_FILE}: {student['name']}, {student['roll_number']}" if student
-                      else f"no {STUDENT_FILE}",
-                      "build the zip with this command, which writes student.json"))
+
+
+def _pdf_text(path: Path) -> str | None:
+    try:
+        reader = PdfReader(str(path))
+        return " ".join(page.extract_text() or "" for page in reader.pages) + f" {reader.metadata.author or ''}"
+    except Exception:  # noqa: BLE001  (any failure: not a readable PDF)
+        return None
+
+
+def run_as_grader(folder: Path, names: Names) -> list[Rule]:
+    """The .py answers --help; ``python ROLL_02_02.py`` evaluates the saved model; a one-epoch training run on a
+    small subset works; each prints the name. Run isolated (-I) in the unpacked folder: no package on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    rules = []
+    for what, args in (("answers --help", ["--help"]), ("evaluates the saved model", []),
+                       ("trains one epoch on a subset", ["--train", "--epochs", "1", "--train-size", "500",
+                                                         "--test-size", "200", "--out", "runs/check"])):
+        rule = f"python {names.entry} {' '.join(args[:5])}".strip()
+        try:
+            done = subprocess.run([sys.executable, "-I", names.entry, *args], cwd=folder, env=env, capture_output=True,
+                                  text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            rules.append(Rule(f"{rule}: {what}", False, f"still running after {RUN_TIMEOUT_S} s"))
+            continue
+        out = done.stdout + done.stderr
+        accuracy = re.search(r"^\s*test\s.*accuracy\s+([0-9.]+)", done.stdout, re.MULTILINE)
+        named = args == ["--help"] or (f"Name: {names.first}" in out and f"Roll number: {names.roll}" in out)
+        detail = (f"exit status {done.returncode}" + (f", test accuracy {accuracy.group(1)}" if accuracy else "")
+                  + ("" if named else ", but it does not print your name and roll number"))
+        if done.returncode != 0:
+            detail += ": " + ([line for line in out.splitlines() if line.strip()][-1:] or ["no output"])[0][:160]
+        rules.append(Rule(f"{rule}: {what}", done.returncode == 0 and named, detail,
+                          "run that command in the unpacked folder and fix what it reports"))
     return rules
 
 
-def run_grader(folder: Path, names: Names, timeout: float = GRADER_TIMEOUT_S) -> Rule:
-    """Run the grader's command, ``python ROLL_02_02.py``, in the unpacked root folder.
-
-    It must finish with status 0 and print the student's name and roll number.
-
-    Args:
-        folder: the unpacked root folder.
-        names: the student's names.
-        timeout: seconds before the run counts as failed.
-    """
-    rule = f"runs as shipped: python {names.entry}"
-    fix = "run that command in the unpacked folder and fix what it reports"
-    script = folder / names.entry
-    if not script.is_file():
-        return Rule(rule, False, f"no {names.entry} in the zip", fix)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    try:
-        done = subprocess.run([sys.executable, names.entry], cwd=folder, env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return Rule(rule, False, f"still running after {timeout:.0f} s", fix)
-    output = done.stdout + done.stderr
-    if done.returncode != 0:
-        last = [line for line in output.splitlines() if line.strip()][-1:] or ["no output"]
-        return Rule(rule, False, f"exit status {done.returncode}: {last[0][:160]}", fix)
-    if f"Name: {names.first}" not in output or f"Roll number: {names.roll}" not in output:
-        return Rule(rule, False, "it ran but did not print your name and roll number", fix)
-    accuracy = re.search(r"^\s*test\s.*accuracy\s+([0-9.]+)", done.stdout, re.MULTILINE)
-    return Rule(rule, True, f"exit status 0, test accuracy {accuracy.group(1)}" if accuracy else "exit status 0")
-
-
 def format_rules(rules: list[Rule]) -> str:
-    """The rule table: rule, PASS/FAIL/SKIP, what was found; a fix line under each failure.
-
-    Args:
-        rules: the checked rules.
-    """
     width = max(len(r.rule) for r in rules)
     lines = [f"{'rule':<{width}}  result  found", f"{'-' * width}  ------  -----"]
     for r in rules:
-        result = "PASS" if r.ok else ("SKIP" if r.ok is None else "FAIL")
-        lines.append(f"{r.rule:<{width}}  {result:<6}  {r.detail}".rstrip())
+        lines.append(f"{r.rule:<{width}}  {'PASS' if r.ok else 'SKIP' if r.ok is None else 'FAIL':<6}  {r.detail}".rstrip())
         if r.ok is False and r.fix:
             lines.append(f"{'':<{width}}  {'':<6}  fix: {r.fix}")
     return "\n".join(lines)
 
 
-def verify(zip_path: Path, names: Names, root: Path, run: bool) -> list[Rule]:
-    """Unpack the zip into a temporary folder, check every rule there, and run the grader's command.
-
-    Args:
-        zip_path: the zip.
-        names: the student's names.
-        root: the project folder, named in the fixes.
-        run: run the grader's command (else its rule is SKIP).
-    """
-    with tempfile.TemporaryDirectory(prefix="submission-") as tmp:
-        try:
-            with zipfile.ZipFile(zip_path) as zf:
-                zf.extractall(tmp)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise UserError(f"{zip_path} cannot be unpacked ({exc}): build it again") from exc
-        rules = check_rules(zip_path, Path(tmp), names, root)
-        if run:
-            print(f"running the grader's command in an unpacked copy: python {names.entry} ...", flush=True)
-            rules.append(run_grader(Path(tmp) / root_folder(read_zip(zip_path), names), names))
-        else:
-            rules.append(Rule(f"runs as shipped: python {names.entry}", None, "not run (--skip-run)"))
-    return rules
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mobilenet_lab.submit",
-        description="Build FIRST_ROLL_02_02.zip for submission, check every naming rule of the assignment's "
-                    "guidelines on it, and run the grader's command in an unpacked copy.")
-    parser.add_argument("--name", metavar="FIRST", default=None,
-                        help="your first name, as in the zip's name (default: the one in the project's student.json)")
-    parser.add_argument("--roll-number", metavar="ROLL", default=None,
-                        help="your roll number, as in the script's name (default: the one in student.json)")
-    parser.add_argument("--root", metavar="DIR", type=Path, default=PROJECT_ROOT,
-                        help="the project folder to package (default: this project, where the entry script is)")
-    parser.add_argument("--out", metavar="DIR", type=Path, default=None,
-                        help="folder to write the zip into (default: the project folder given by --root)")
-    parser.add_argument("--skip-run", action="store_true",
-                        help="do not run the grader's command in an unpacked copy (default: run it)")
-    parser.add_argument("--check", metavar="ZIP", type=Path, default=None,
-                        help="only check this existing zip against the rules; build nothing (default: build)")
-    args = parser.parse_args(argv)
-    return run_cli(run, args)
+    p = argparse.ArgumentParser(prog="python -m mobilenet_lab submit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", metavar="FIRST", help="your first name (default: student.json's)")
+    p.add_argument("--roll-number", metavar="ROLL", help="your roll number (default: student.json's)")
+    p.add_argument("--root", metavar="DIR", type=Path, default=PROJECT, help="the project to package (default: this one)")
+    p.add_argument("--out", metavar="DIR", type=Path, help="folder for the zip (default: the project folder)")
+    p.add_argument("--check", metavar="ZIP", type=Path, help="check this zip against the rules; build nothing")
+    p.add_argument("--run", action="store_true", help="with --check, also run the unpacked copy as a grader would")
+    p.add_argument("--skip-run", action="store_true", help="when building, do not run the unpacked copy")
+    return run_cli(_run, p.parse_args(argv))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Write student.json and the zip (unless --check), then check and report every rule.
-
-    Args:
-        args: the parsed command line.
-
-    Returns:
-        0 when every rule passes, 1 when one fails.
-    """
+def _run(args: argparse.Namespace) -> int:
     root = args.root.resolve()
     if not root.is_dir():
         raise UserError(f"--root {root} is not a folder: point it at the project folder")
-    stored = identity(root / STUDENT_FILE)
-    names = check_names(args.name if args.name is not None else stored["name"],
-                        args.roll_number if args.roll_number is not None else stored["roll_number"])
+    stored = identity(root / "student.json")
+    names = check_names(args.name or stored["name"], args.roll_number or stored["roll_number"])
+    started = time.perf_counter()
     if args.check is not None:
         zip_path = args.check
         if not zip_path.is_file():
             raise UserError(f"--check {zip_path} does not exist: give the zip to check")
     else:
-        plan = plan_submission(root, names)
-        print(f"wrote {write_student_file(root, names)} (name {names.first}, roll number {names.roll})")
-        zip_path = write_zip(plan, names, (args.out or root).resolve())
-        print(f"wrote {zip_path} ({len(plan.files)} files, {zip_path.stat().st_size / 1e6:.1f} MB)")
-        for line in plan.notes:
-            print(f"  {line}")
-    rules = verify(zip_path, names, root, run=not args.skip_run)
-    print()
-    print(format_rules(rules))
+        zip_path = build(names, root, (args.out or root).resolve())
+        print(f"wrote {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB) in "
+              f"{time.perf_counter() - started:.0f} s")
+    run = args.run if args.check is not None else not args.skip_run
+    with tempfile.TemporaryDirectory(prefix="submission-") as tmp:
+        rules = check_zip(zip_path, names, Path(tmp))
+        if run:
+            print(f"running the unpacked copy as a grader would: python {names.entry} ...", flush=True)
+            rules += run_as_grader(Path(tmp) / names.folder, names)
+        else:
+            rules.append(Rule(f"runs as shipped: python {names.entry}", None, "not run"))
+    print("\n" + format_rules(rules) + "\n")
     failed = [r for r in rules if r.ok is False]
-    print()
     if failed:
         print(f"{len(failed)} of {len(rules)} rules fail (each costs 3%): fix them and run this again; "
               f"{zip_path} is not ready to submit")
