@@ -10,9 +10,11 @@ import json
 import pytest
 import torch
 
-from mobilenet_lab import bench
-from mobilenet_lab.prepare import load_sample_digits, prepare
-from mobilenet_lab.reference import ReferenceNet
+from mobilenet_lab.experiments import bench
+from mobilenet_lab.experiments.measure import ROOT, time_to
+from mobilenet_lab.experiments.reference import ReferenceNet
+from mobilenet_lab.sample import load_sample_digits
+from mobilenet_lab.tools.prepare import prepare
 
 
 def run_bench(*args) -> tuple[int, str, str]:
@@ -26,8 +28,9 @@ def run_bench(*args) -> tuple[int, str, str]:
 def tiny_bench(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     status, stdout, stderr = run_bench("--data", tiny_data, "--full-data", tiny_data, "--epochs", 2,
-                                       "--reference-epochs", 1, "--steps", 2, "--eval-images", 40,
-                                       "--warm-runs", 1, "--elastic", 0.5, "--shear", 10, "--checks", 3, "--out", out)
+                                       "--reference-epochs", 1, "--steps", 2, "--eval-images", 40, "--rounds", 1,
+                                       "--elastic", 0.5, "--shear", 10, "--checks", 3, "--against", ROOT,
+                                       "--sections", ",".join(bench.SECTIONS), "--out", out)
     assert status == 0, stderr
     return json.loads(out.read_text()), stdout
 
@@ -42,22 +45,27 @@ def test_every_section_is_measured_and_written(tiny_bench):
         assert {"train | chosen: channels_last, batch 128", "train | contiguous memory", "train | 1 torch thread",
                 "eval | chosen: folded BN, batch 128", "eval | unfolded BN"} <= set(rates)
         assert all(rate > 0 for rate in rates.values())
-    assert result["memory"]["training_run_peak_mb"] > 50  # torch alone takes more than this
+    assert result["memory"]["this checkout"]["runs"][0]["peak_mb"] > 50  # torch alone takes more than this
+    assert set(result["malloc"]) == {"tuned", "glibc default"}
+    assert set(result["compare"]) == {"this checkout", str(ROOT)}
+    for section in ("malloc", "compare"):
+        for variant in result[section].values():
+            run = variant["runs"][0]
+            assert run["images_per_second"] > 0 and 0 < run["data_seconds"] < run["step_seconds"]
     grader = result["grader"]
-    assert [run["kind"] for run in grader["runs"]] == ["cold", "warm", "warm, default malloc"]
-    assert grader["cold_seconds"] > 0 and grader["warm_default_malloc_median_seconds"] > 0
-    assert len({run["test_accuracy"] for run in grader["runs"]}) == 1  # cold, warm and default malloc agree
+    assert [run["kind"] for run in grader["runs"]] == ["cold", "warm"]
+    assert grader["cold_seconds"] > 0 and grader["warm_median_seconds"] > 0
+    assert len({run["test_accuracy"] for run in grader["runs"]}) == 1  # cold and warm agree
     assert "grader: cold" in stdout and "results:" in stdout
 
 
 def test_the_race_records_each_check_for_both_recipes(tiny_bench):
     race = tiny_bench[0]["accuracy"]
     assert race["sizes"] == {"train": 300, "test": 100} and race["checks_per_epoch"] == 3
-    assert race["default"]["epochs"] == 2 and len(race["default"]["test_acc"]) == 2
+    assert race["recipe"]["epochs"] == 2 and len(race["recipe"]["test_acc"]) == 2
     assert race["reference"]["parameters"] == 1_199_882  # the example's network
-    assert "elastic 0.5 px" in race["default"]["recipe"]  # --elastic and --shear reach the race
-    assert "shear up to 10 degrees" in race["default"]["recipe"]
-    for recipe in ("default", "reference"):
+    assert race["recipe"]["config"]["elastic"] == 0.5 and race["recipe"]["config"]["shear"] == 10  # the flags reach it
+    for recipe in ("recipe", "reference"):
         record = race[recipe]
         assert 0 <= record["data_wait_share"] <= 1
         assert all(0 < d <= s for d, s in zip(record["data_seconds"], record["step_seconds"]))
@@ -82,17 +90,18 @@ def test_reference_net_is_the_pytorch_example():
 
 def test_time_to_reads_the_first_check_at_target():
     checks = [{"accuracy": a, "seconds": s} for a, s in ((0.98, 10.0), (0.991, 30.0), (0.989, 45.0), (0.996, 60.0))]
-    assert bench.time_to(checks, 0.99) == 30.0
-    assert bench.time_to(checks, 0.995) == 60.0
-    assert bench.time_to(checks[:1], 0.99) is None
+    assert time_to(checks, 0.99) == 30.0
+    assert time_to(checks, 0.995) == 60.0
+    assert time_to(checks[:1], 0.99) is None
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data", "/nonexistent/mnist"], "mobilenet_lab.prepare"),
+    (["--data", "/nonexistent/mnist"], "mobilenet_lab prepare"),
     (["--sections", "decode,speed"], "unknown section speed"),
     (["--steps", "0"], "at least 1"),
     (["--elastic", "9"], "--elastic 9 must be between 0 and 4"),
     (["--shear", "50"], "--shear 50 must be between 0 and 45"),
+    (["--sections", "compare", "--against", "/nonexistent"], "not a checkout of this project"),
 ])
 def test_bad_arguments_give_one_line(tiny_data, args, message):
     if args[0] != "--data":

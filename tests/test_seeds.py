@@ -9,7 +9,7 @@ import json
 import torch
 from torch import nn
 
-from mobilenet_lab import seeds
+from mobilenet_lab.experiments import seeds
 from mobilenet_lab.training import WeightAverage
 
 
@@ -35,7 +35,7 @@ def test_shadows_follow_their_schedules():
     snapshots = []
     for _ in range(total):
         step(net, generator)
-        library.update()
+        library.update(net)
         shadows.update(net)
         snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
     weight = "0.weight"
@@ -56,10 +56,12 @@ def test_a_tiny_study_writes_its_figures(tiny_data, tmp_path):
     out = tmp_path / "seeds.json"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = seeds.main(["--data", str(tiny_data), "--seeds", "0", "1", "--epochs", "2", "--out", str(out)])
+        status = seeds.main(["--data", str(tiny_data), "--seeds", "0", "1", "--epochs", "2", "--weight-decay", "0.05",
+                             "--out", str(out)])
     assert status == 0, stderr.getvalue()
     report = json.loads(out.read_text())
     assert [run["seed"] for run in report["runs"]] == [0, 1]
+    assert report["changed"] == {"epochs": 2, "weight_decay": 0.05} and report["config"]["weight_decay"] == 0.05
     for run in report["runs"]:
         assert set(run["averages"]) == set(seeds.AVERAGES)
         # the recipe's own average, followed alongside, is what train() returned: same schedule,
@@ -76,55 +78,34 @@ def test_a_missing_dataset_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --data") and "prepare" in err and err.count("\n") == 1
 
 
-def test_an_augmentation_setting_out_of_range_is_one_line(tiny_data, capsys):
-    for flag, value in (("--erase", "1.5"), ("--shear", "50")):
-        assert seeds.main(["--data", str(tiny_data), flag, value]) == 2
+def test_a_setting_out_of_range_is_one_line(tiny_data, tmp_path, capsys):
+    for flags, start in ((["--erase", "1.5"], "error: --erase 1.5 must be a share"),
+                         (["--shear", "50"], "error: --shear 50 must be between 0 and 45"),
+                         (["--weight-decay", "-1"], "error: --weight-decay -1 must be between 0 and 1"),
+                         (["--learning-rate", "0"], "error: --learning-rate 0 must be a positive number"),
+                         (["--translate", "0.7"], "error: --translate 0.7 must be a share of the image side"),
+                         (["--idx", str(tmp_path / "nowhere")], "error: --idx")):
+        assert seeds.main(["--data", str(tiny_data), *flags]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"error: {flag} {value}") and err.count("\n") == 1
+        assert err.startswith(start) and err.count("\n") == 1, err
 
 
-def test_unchanged_settings_repeat_the_recipe_run_and_changes_are_undone(tiny_data):
-    from mobilenet_lab import training
+def test_the_shadow_averages_only_look(tiny_data):
+    """The study's returned weights are those of the same train() run without the shadows."""
+    from mobilenet_lab.config import Config
+    from mobilenet_lab.data import load_splits
+    from mobilenet_lab.model import init_network, seed_everything, set_normalization
+    from mobilenet_lab.training import train
 
-    helpers = {name: getattr(training, name) for name in ("make_optimizer", "random_distort", "make_batch",
-                                                           "train_step")}
-    recipe = seeds.run_seed(tiny_data, 0, "mobilenet", 1, averages=[])
-    # the library's own values, set through the study's wrappers: the same run, figure for figure
-    spelled_out = seeds.Changes(weight_decay=training.WEIGHT_DECAY, degrees=10, translate=0.1, scale=0.1)
-    assert spelled_out.named() == {"weight_decay": training.WEIGHT_DECAY, "degrees": 10, "translate": 0.1,
-                                   "scale": 0.1}
-    assert seeds.run_seed(tiny_data, 0, "mobilenet", 1, spelled_out, averages=[])["returned"] == recipe["returned"]
-    changes = seeds.Changes(lr=5e-3, weight_decay=0.05, degrees=5, dropout=0.2, mixup=0.2, clean_last=1,
-                            split_seed=1)
-    changed = seeds.run_seed(tiny_data, 0, "mobilenet", 2, changes, averages=["none"])
-    assert changed["changes"] == changes.named() and changed["split_seed"] == 1
-    assert set(changed["averages"]) == {"none"}
-    assert {name: getattr(training, name) for name in helpers} == helpers
-
-
-def test_each_change_does_what_it_says():
-    from mobilenet_lab import training
-    from mobilenet_lab.model import init_network
-
-    net = init_network(1, 1, device="cpu")
-    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
-    idx, cpu = torch.arange(8), torch.device("cpu")
-    plain = training.make_batch(x, idx, torch.Generator().manual_seed(0), False, cpu)
-    with seeds.recipe_changed(seeds.Changes(clean_last=1, weight_decay=0.05, dropout=0.5), net, seed=0, epochs=3,
-                              steps_per_epoch=2):
-        generator = torch.Generator().manual_seed(0)
-        batches = [training.make_batch(x, idx, generator, True, cpu) for _ in range(6)]
-        assert [torch.equal(b, plain) for b in batches] == [False] * 4 + [True] * 2  # the last epoch's 2 are clean
-        assert training.make_optimizer("adamw", net.parameters(), 1e-3).param_groups[0]["weight_decay"] == 0.05
-        features = torch.randn(4, net.fc.in_features)
-        net.train()
-        undropped = torch.nn.functional.linear(features, net.fc.weight, net.fc.bias)
-        assert not torch.equal(net.fc(features), undropped)  # features dropped in training
-        net.eval()
-        assert torch.equal(net.fc(features), undropped)
-    assert not net.fc._forward_pre_hooks
-    assert training.make_optimizer("adamw", net.parameters(), 1e-3).param_groups[0]["weight_decay"] == \
-        training.WEIGHT_DECAY
+    config = Config(epochs=1)
+    studied = seeds.run_seed(tiny_data, config, ["none", "last-3"])
+    splits = load_splits(tiny_data, config)
+    seed_everything(0)
+    net = init_network(*config.block_counts)
+    set_normalization(net, splits.train.images)
+    net, _ = train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, config=config)
+    assert seeds.score(net, splits) == studied["returned"]
+    assert set(studied["averages"]) == {"none", "last-3"}
 
 
 def write_idx(path, array) -> None:
@@ -138,6 +119,7 @@ def write_idx(path, array) -> None:
 def test_left_out_digits_are_the_training_digits_the_dataset_did_not_take(tiny_data, tmp_path):
     from helpers import digits
 
+    from mobilenet_lab.config import Config
     from mobilenet_lab.data import load_splits
 
     x, y = digits()  # tiny_data's train part is the first 300 of these
@@ -145,19 +127,7 @@ def test_left_out_digits_are_the_training_digits_the_dataset_did_not_take(tiny_d
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", y[:400])
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", x[:1])  # read, not used
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", y[:1])
-    splits = load_splits(tiny_data, val_size=50)
+    splits = load_splits(tiny_data, Config(val_size=50))
     dev_x, dev_y = seeds.left_out_digits(tmp_path, splits)
     assert dev_x.shape == (100, 1, 28, 28)
     assert torch.equal(dev_x[:, 0], torch.from_numpy(x[300:400])) and dev_y.tolist() == y[300:400].tolist()
-
-
-def test_a_change_out_of_range_is_one_line(tiny_data, tmp_path, capsys):
-    for flags, start in ((["--weight-decay", "-1"], "error: --weight-decay -1 must be between 0 and 1"),
-                         (["--dropout", "1.5"], "error: --dropout 1.5 must be between 0 and 0.9"),
-                         (["--lr", "0"], "error: --lr 0 must be a positive number"),
-                         (["--translate", "0.7"], "error: --translate 0.7 must be a share of the image side"),
-                         (["--epochs", "2", "--clean-last", "3"], "error: --clean-last 3 must be between 0 and"),
-                         (["--idx", str(tmp_path / "nowhere")], "error: --idx")):
-        assert seeds.main(["--data", str(tiny_data), *flags]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith(start) and err.count("\n") == 1, err

@@ -1,25 +1,22 @@
-"""Benchmark: how fast this project decodes, trains and evaluates on this machine, side by side
-with the alternatives it rejected and with the PyTorch MNIST example recipe.
+"""Benchmark: how fast this project decodes, trains and evaluates on this machine, side by side with
+the alternatives it rejected and with the PyTorch MNIST example recipe.
 
-    python -m mobilenet_lab.prepare --out ./mnist-full --idx ../shared/data/mnist --full
-    python -m mobilenet_lab.bench --data ./mnist --full-data ./mnist-full
+    python -m mobilenet_lab prepare --out ./mnist-full --idx ../shared/data/mnist --full
+    python -m mobilenet_lab bench --data ./mnist --full-data ./mnist-full
 
-Sections (each printed as it finishes; all of them written to ``--out`` as JSON):
-  decode      images/s decoding the train part from its zip into an empty cache; seconds to
-              load it from the cache afterwards.
-  throughput  training and evaluation images/s of each preset with the chosen settings
-              (channels_last, batch 128, all torch threads, folded batch norm for evaluation)
-              and with each rejected alternative; best of two rounds.
-  accuracy    on ``--full-data`` (MNIST's 60,000 training digits, 10,000 test digits): the
-              default recipe and the reference recipe trained in this process, test accuracy
-              ``--checks`` times per epoch, wall time (training and tests) to the first check at
-              99.0% and 99.5%, and the share of each training step spent waiting for data.
-  memory      peak resident memory of a training run of the root script (1 epoch on
-              ``--data``; data and weights are held for the whole run; see Readme.txt for
-              the run-to-run variation evaluate() used to cause) and of this benchmark process.
-  grader      the grader's command, ``python <root script> --data DIR``, as a whole process:
-              cold (empty decode cache) and warm, and warm with glibc's default malloc
-              settings (see malloc.py) for comparison.
+Sections (each printed as it finishes, all written to ``--out`` as JSON):
+  decode      images/s decoding the train part into an empty cache; seconds to load it from the cache.
+  throughput  training and evaluation images/s of each preset with the chosen settings and with each
+              rejected alternative (memory layout, batch size, threads, unfolded batch norm); best of 2.
+  precision   training and evaluation images/s in float32 and in bfloat16 autocast, side by side.
+  accuracy    on ``--full-data`` (MNIST's 60,000/10,000): the recipe (the Config flags, e.g. --epochs 8)
+              and the reference recipe, test accuracy ``--checks`` times per epoch, wall time to 99.0%
+              and 99.5%, and the share of each training step spent waiting for data.
+  malloc      1-epoch training runs of the root script with and without malloc.py's tuning, alternately.
+  memory      peak resident memory of a 1-epoch training run of the root script on ``--data``.
+  grader      the grader's command, ``python <root script> --data DIR``, cold and warm.
+  compare     with ``--against DIR`` (another checkout): 1-epoch training runs of both root scripts,
+              alternately: training images/s and data wait of each, in one run.
 Timings are never asserted anywhere; they are measured and printed.
 """
 from __future__ import annotations
@@ -27,424 +24,290 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from .errors import UserError, run_cli
-from .recipe import DEFAULTS, OPTIMIZER_NAMES
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from ..config import OPTIMIZERS, PRESETS, Config, add_flags, from_flags
+from ..data import MnistCsvDataset, decode_part, find_part, load_splits
+from ..errors import UserError, run_cli
+from ..files import write_json
+from ..model import count_parameters, init_network, seed_everything, set_normalization
+from ..augment import augment
+from ..training import Callback, Run, evaluate, to_device, train
+from .measure import ROOT, machine, run_process, time_to
+from .reference import check_steps, train_reference
+
+SECTIONS = ("decode", "throughput", "precision", "accuracy", "malloc", "memory", "grader", "compare")
 TARGETS = (0.99, 0.995)
-CHOSEN = {"memory_format": "channels_last", "batch_size": 128, "threads": "all",
-          "malloc": "freed blocks kept (malloc.keep_freed_memory)"}
+SCRIPT = ROOT / "FirstName_RollNumber_02_02.py"
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers.
-# ---------------------------------------------------------------------------------------------
-@contextmanager
-def cache_at(folder: Path):
-    """Point the decode cache at ``folder`` for the duration."""
-    before = os.environ.get("MOBILENET_LAB_CACHE")
-    os.environ["MOBILENET_LAB_CACHE"] = str(folder)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MOBILENET_LAB_CACHE", None)
-        else:
-            os.environ["MOBILENET_LAB_CACHE"] = before
+class MidEpochChecks(Callback):
+    """Judges the kept weights ``per_epoch`` times an epoch, as validation does at its end (time to
+    accuracy is then not rounded up to whole epochs); every check goes to ``records``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor, per_epoch: int):
+        self.x, self.y, self.train_x, self.per_epoch, self.records = x, y, train_x, per_epoch, []
+
+    def on_step(self, run: Run) -> None:
+        step = run.step - (run.epoch - 1) * run.steps_per_epoch
+        if step in check_steps(run.steps_per_epoch, self.per_epoch):
+            accuracy = run.validate(self.x, self.y, self.train_x).accuracy
+            run.net.train()
+            self.records.append({"epoch": run.epoch - 1 + step / run.steps_per_epoch, "accuracy": accuracy,
+                                 "seconds": sum(run.history.seconds) + time.perf_counter() - run.epoch_started})
+
+    def on_epoch_end(self, run: Run) -> None:
+        h = run.history
+        self.records.append({"epoch": run.epoch, "accuracy": h.val_acc[-1], "seconds": sum(h.seconds)})
 
 
-# Runs a Python script and, at exit, prints its peak resident memory (VmHWM, reset by exec)
-# on stderr. The kernel's rusage is no use here: a child's ru_maxrss starts from the size of
-# the parent it was forked from, so it would report this benchmark's own memory.
-_PEAK_WRAPPER = ("import atexit, runpy, sys\n"
-                 "def peak():\n"
-                 "    try:\n"
-                 "        kb = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
-                 "        print(f'peak-rss-kib {kb}', file=sys.stderr)\n"
-                 "    except (OSError, IndexError):\n"
-                 "        pass\n"
-                 "atexit.register(peak)\n"
-                 "sys.argv = sys.argv[1:]\n"
-                 "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-
-
-def run_script(script: Path, args: list[str], env: dict | None = None) -> dict:
-    """Run a Python script as its own process: wall seconds (start-up included), exit status,
-    output, and its peak resident memory in MB (None where /proc is missing)."""
-    run = run_process([sys.executable, "-c", _PEAK_WRAPPER, str(script), *args], env)
-    peaks = [line.split()[1] for line in run["stderr"].splitlines() if line.startswith("peak-rss-kib ")]
-    run["peak_mb"] = int(peaks[-1]) / 1024 if peaks else None
-    return run
-
-
-def run_process(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd`` to the end: wall seconds, exit status, output, and (where the system tells)
-    its system CPU seconds and minor page faults."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
-        usage = None
-        if hasattr(os, "wait4"):
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        returncode = proc.wait()
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        return {"seconds": seconds, "returncode": returncode,
-                "system_seconds": usage.ru_stime if usage else None,
-                "minor_faults": usage.ru_minflt if usage else None,
-                "stdout": out.read().decode(errors="replace"), "stderr": err.read().decode(errors="replace")}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
-    import resource
-
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
-
-
-def time_to(checks: list[dict], target: float) -> float | None:
-    """Seconds of training and testing until the first check whose accuracy reaches ``target``."""
-    return next((c["seconds"] for c in checks if c["accuracy"] >= target), None)
-
-
-def fmt_time(s: float | None) -> str:
-    return "not reached" if s is None else f"{s:,.0f} s ({s / 60:.1f} min)"
-
-
-# ---------------------------------------------------------------------------------------------
-# Sections.
-# ---------------------------------------------------------------------------------------------
-def bench_decode(data: Path, input_dim=(1, 28, 28)) -> dict:
-    from .data import decode_part, find_part
-
+def bench_decode(data: Path, config: Config) -> dict:
     part = find_part(data, "train")
-    with tempfile.TemporaryDirectory() as tmp, cache_at(Path(tmp)):
-        started = time.perf_counter()
-        decoded = decode_part(part, input_dim)
-        cold = time.perf_counter() - started
-        started = time.perf_counter()
-        decode_part(part, input_dim)
-        warm = time.perf_counter() - started
-    n = len(decoded.y)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MOBILENET_LAB_CACHE"], before = tmp, os.environ.get("MOBILENET_LAB_CACHE")
+        try:
+            started = time.perf_counter()
+            n = len(decode_part(part, config.input_dim).y)
+            cold = time.perf_counter() - started
+            started = time.perf_counter()
+            decode_part(part, config.input_dim)
+            warm = time.perf_counter() - started
+        finally:
+            os.environ.pop("MOBILENET_LAB_CACHE") if before is None else os.environ.update(MOBILENET_LAB_CACHE=before)
     print(f"decode: {part.name}: {n:,} images decoded and cached in {cold:.2f} s ({n / cold:,.0f} images/s); "
-          f"loaded from the cache in {warm:.2f} s", flush=True)
+          f"from the cache in {warm:.2f} s", flush=True)
     return {"part": str(part), "images": n, "cold_seconds": cold, "cold_images_per_second": n / cold,
             "warm_seconds": warm}
 
 
-def _train_rate(preset: str, x, y, batch_size: int, memory_format, threads: int, steps: int,
-                elastic: float) -> float:
-    """Training images/s of ``preset``: whole steps (batch, augmentation, forward, backward, AdamW);
-    the augmentation is the recipe's but for ``elastic``."""
-    import torch
-
-    from .model import PRESETS, init_network, set_normalization
-    from .training import make_batch, train_step
-
+def train_rate(config: Config, x: torch.Tensor, y: torch.Tensor, steps: int, memory_format=torch.channels_last,
+               threads: int | None = None) -> float:
+    """Training images/s of whole steps (augmentation, forward, backward, optimiser) after 3 warm-up steps."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or before)
     try:
-        torch.manual_seed(0)
-        net = init_network(*PRESETS[preset], device="cpu")
+        seed_everything(0)
+        net = init_network(*config.block_counts, config.input_dim, config.num_classes, device="cpu")
         set_normalization(net, x)
+        run = Run(net, config, y, steps + 3)
         net.to(memory_format=memory_format).train()
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(0)
-        timed = 0.0
-        for step in range(3 + steps):  # 3 warm-up steps
-            idx = torch.randint(0, len(y), (batch_size,), generator=generator)
+        generator, timed = torch.Generator().manual_seed(0), 0.0
+        for step in range(3 + steps):
+            idx = torch.randint(0, len(y), (config.batch_size,), generator=generator)
             started = time.perf_counter()
-            xb = make_batch(x, idx, generator, True, torch.device("cpu"), memory_format, elastic,
-                            erase=DEFAULTS["erase"], shear=DEFAULTS["shear"])
-            train_step(net, opt, loss_fn, xb, y[idx])
-            if step >= 3:
-                timed += time.perf_counter() - started
-        return steps * batch_size / timed
+            run.train_step(augment(x[idx], generator, config).contiguous(memory_format=memory_format), y[idx])
+            timed += (time.perf_counter() - started) if step >= 3 else 0.0
+        return steps * config.batch_size / timed
     finally:
         torch.set_num_threads(before)
 
 
-def _eval_rate(net, x, batch_size: int, fuse: bool) -> float:
-    from .training import evaluate
-
+def eval_rate(net, x: torch.Tensor, batch_size: int, fuse: bool) -> float:
     evaluate(net, x[:batch_size], batch_size=batch_size, fuse=fuse)  # warm-up
     started = time.perf_counter()
     evaluate(net, x, batch_size=batch_size, fuse=fuse)
     return len(x) / (time.perf_counter() - started)
 
 
-def bench_throughput(data: Path, steps: int, eval_images: int, elastic: float, rounds: int = 2) -> dict:
-    import torch
-
-    from .data import load_splits
-    from .model import PRESETS, init_network, set_normalization
-
-    splits = load_splits(data)
-    x, y = splits.train_x, splits.train_y
-    all_threads = torch.get_num_threads()
-    train_variants = {  # name -> (batch, memory format, threads); the first is the chosen one
-        "chosen: channels_last, batch 128": (128, torch.channels_last, all_threads),
-        "contiguous memory": (128, torch.contiguous_format, all_threads),
-        "batch 64": (64, torch.channels_last, all_threads),
-        "batch 256": (256, torch.channels_last, all_threads),
-        "1 torch thread": (128, torch.channels_last, 1),
-    }
-    eval_variants = {  # name -> (batch, fold batch norm)
-        "chosen: folded BN, batch 128": (128, True),
-        "unfolded BN": (128, False),
-        "batch 1000": (1000, True),
-        "batch 32": (32, True),
-    }
-    test_x = splits.test_x[:eval_images]
-    result = {"threads_available": all_threads, "train_steps": steps, "eval_images": len(test_x), "presets": {}}
+def bench_throughput(data: Path, config: Config, steps: int, eval_images: int, rounds: int = 2) -> dict:
+    splits = load_splits(data, config)
+    x, y, test_x = splits.train.images, splits.train.labels, splits.test.images[:eval_images]
+    train_variants = {"chosen: channels_last, batch 128": {}, "contiguous memory": {"memory_format": torch.contiguous_format},
+                      "batch 64": {"batch_size": 64}, "batch 256": {"batch_size": 256}, "1 torch thread": {"threads": 1}}
+    eval_variants = {"chosen: folded BN, batch 128": (128, True), "unfolded BN": (128, False), "batch 1000": (1000, True),
+                     "batch 32": (32, True)}
+    result = {"threads_available": torch.get_num_threads(), "train_steps": steps, "eval_images": len(test_x), "presets": {}}
     for preset in PRESETS:
-        best: dict[str, float] = {}
+        preset_config, best = replace(config, arch=preset, conv_blocks=None, mobilenet_blocks=None), {}
         for _ in range(rounds):  # interleaved rounds, best of each: a busy moment hurts every variant alike
-            for name, (batch, fmt, threads) in train_variants.items():
-                rate = _train_rate(preset, x, y, batch, fmt, threads, steps, elastic)
+            for name, how in train_variants.items():
+                c = replace(preset_config, batch_size=how.get("batch_size", 128))
+                rate = train_rate(c, x, y, steps, how.get("memory_format", torch.channels_last), how.get("threads"))
                 best[f"train | {name}"] = max(best.get(f"train | {name}", 0.0), rate)
-            torch.manual_seed(0)
-            net = init_network(*PRESETS[preset], device="cpu")
-            set_normalization(net, x)
+            seed_everything(0)
+            net = init_network(*preset_config.block_counts, device="cpu")
             for name, (batch, fuse) in eval_variants.items():
-                rate = _eval_rate(net, test_x, batch, fuse)
-                best[f"eval | {name}"] = max(best.get(f"eval | {name}", 0.0), rate)
+                best[f"eval | {name}"] = max(best.get(f"eval | {name}", 0.0), eval_rate(net, test_x, batch, fuse))
         result["presets"][preset] = best
         for name, rate in best.items():
             print(f"throughput: {preset:<9} {name:<40} {rate:>8,.0f} images/s", flush=True)
     return result
 
 
-def bench_accuracy(full_data: Path, epochs: int, reference_epochs: int, elastic: float, checks: int,
-                   shear: float = DEFAULTS["shear"]) -> dict:
-    import torch
-
-    from .data import load_splits
-    from .model import PRESETS, count_parameters, init_network, seed_everything, set_normalization
-    from .reference import train_reference
-    from .training import train
-
-    splits = load_splits(full_data, val_size=1)  # every training digit but one; the test set judges each epoch
-    train_x = torch.cat([splits.train_x, splits.val_x])
-    train_y = torch.cat([splits.train_y, splits.val_y])
-    sizes = {"train": len(train_y), "test": len(splits.test_y)}
-    print(f"accuracy: {sizes['train']:,} training and {sizes['test']:,} test images from {full_data}", flush=True)
-
-    seed_everything(DEFAULTS["seed"])
-    net = init_network(*PRESETS["mobilenet"], device="cpu")
+def bench_accuracy(full_data: Path, config: Config, reference_epochs: int, checks: int) -> dict:
+    splits = load_splits(full_data, replace(config, val_size=1))  # every training digit but one
+    train_x, train_y = torch.cat([splits.train.images, splits.val.images]), torch.cat([splits.train.labels, splits.val.labels])
+    test_x, test_y = splits.test.images, splits.test.labels
+    print(f"accuracy: {len(train_y):,} training and {len(test_y):,} test images from {full_data}", flush=True)
+    seed_everything(config.seed)
+    net = init_network(*config.block_counts, config.input_dim, config.num_classes, device="cpu")
     set_normalization(net, train_x)
-    started = time.perf_counter()
-    # The test set stands in for validation, so each epoch's time includes its test passes, as the
-    # reference recipe's does. Several checks an epoch time the targets closer than epochs of
-    # 80-100 s could.
-    train(net, train_x, train_y, splits.test_x, splits.test_y, DEFAULTS["lr"], epochs, DEFAULTS["loss"],
-          DEFAULTS["optimizer"], batch_size=DEFAULTS["batch_size"], balance=DEFAULTS["balance"],
-          seed=DEFAULTS["seed"], average_decay=DEFAULTS["average_decay"], elastic=elastic,
-          erase=DEFAULTS["erase"], shear=shear, checks_per_epoch=checks, progress=False,
-          log_epochs=True)
-    ours_wall = time.perf_counter() - started
-    h = net.history
-    erasing = f", random erasing in {DEFAULTS['erase']:.0%} of the images" if DEFAULTS["erase"] else ""
-    shearing = f" with shear up to {shear:g} degrees" if shear else ""
-    ours = {"recipe": (f"mobilenet preset, {epochs}-epoch one-cycle {OPTIMIZER_NAMES[DEFAULTS['optimizer']]} peak lr "
-                       f"{DEFAULTS['lr']:g}, batch "
-                       f"{DEFAULTS['batch_size']}, {DEFAULTS['loss']} loss, weight average (decay "
-                       f"{DEFAULTS['average_decay']:g}), in-memory uint8 batches, batched augmentation (affine"
-                       f"{shearing} + elastic {elastic:g} px{erasing}), channels_last"),
-            "parameters": count_parameters(net), "epochs": epochs, "test_acc": h["val_acc"],
-            "seconds": h["seconds"], "step_seconds": h["step_seconds"], "data_seconds": h["data_seconds"],
-            "checks": h["checks"], "wall_seconds": ours_wall}
-
-    def log(history: dict) -> None:
-        print(f"reference epoch {history['epoch'][-1]}: test acc {history['test_acc'][-1]:.4f}  "
-              f"{history['seconds'][-1]:.1f}s (waiting for data {history['data_seconds'][-1]:.1f}s)", flush=True)
-
-    started = time.perf_counter()
-    ref_h = train_reference(train_x, train_y, splits.test_x, splits.test_y, reference_epochs,
-                            stop_at=max(TARGETS), checks_per_epoch=checks, on_epoch_end=log)
+    ours_checks = MidEpochChecks(test_x, test_y, train_x, checks)
+    # The test set stands in for validation, so each epoch's time includes its test passes, as the reference's does.
+    _, h = train(net, train_x, train_y, test_x, test_y, config=config, callbacks=[ours_checks, _EpochPrint()])
+    ours = {"recipe": f"{config.preset} preset, {config.epochs}-epoch one-cycle {OPTIMIZERS[config.optimizer]} peak "
+                      f"{config.learning_rate:g}, batch {config.batch_size}, {config.loss} loss, weight average "
+                      f"{config.average_decay:g}, shear {config.shear:g}, elastic {config.elastic:g} px, "
+                      f"precision {config.precision}",
+            "config": config.as_dict(), "parameters": count_parameters(net), "epochs": config.epochs,
+            "test_acc": h.val_acc, "seconds": h.seconds, "step_seconds": h.step_seconds, "data_seconds": h.data_seconds,
+            "checks": ours_checks.records}
+    ref_h = train_reference(train_x, train_y, test_x, test_y, reference_epochs, stop_at=max(TARGETS),
+                            checks_per_epoch=checks, on_epoch_end=lambda rh: print(
+                                f"reference epoch {rh['epoch'][-1]}: test acc {rh['test_acc'][-1]:.4f}  "
+                                f"{rh['seconds'][-1]:.1f}s", flush=True))
     ref = {"recipe": "PyTorch MNIST example: Adadelta lr 1.0, StepLR 0.7, batch 64, per-item DataLoader",
            "parameters": ref_h["parameters"], "epochs": len(ref_h["epoch"]), "test_acc": ref_h["test_acc"],
-           "seconds": ref_h["seconds"], "step_seconds": ref_h["step_seconds"],
-           "data_seconds": ref_h["data_seconds"], "checks": ref_h["checks"],
-           "wall_seconds": time.perf_counter() - started}
+           "seconds": ref_h["seconds"], "step_seconds": ref_h["step_seconds"], "data_seconds": ref_h["data_seconds"],
+           "checks": ref_h["checks"]}
     for record in (ours, ref):
         record["time_to"] = {f"{t:.3f}": time_to(record["checks"], t) for t in TARGETS}
         record["data_wait_share"] = sum(record["data_seconds"]) / max(sum(record["step_seconds"]), 1e-9)
-        record["images_per_second"] = sizes["train"] / (sum(record["step_seconds"]) / record["epochs"])
-    for name, record in (("default", ours), ("reference", ref)):
+        record["images_per_second"] = len(train_y) / (sum(record["step_seconds"]) / record["epochs"])
+    for name, record in (("recipe", ours), ("reference", ref)):
+        reached = {t: record["time_to"][t] for t in record["time_to"]}
         print(f"accuracy: {name:<9} best test acc {max(record['test_acc']):.4f} after {record['epochs']} epochs; "
-              f"to 99.0%: {fmt_time(record['time_to']['0.990'])}; to 99.5%: {fmt_time(record['time_to']['0.995'])}; "
-              f"waiting for data {100 * record['data_wait_share']:.1f}% of the training steps", flush=True)
-    return {"sizes": sizes, "checks_per_epoch": checks, "default": ours, "reference": ref}
+              + "; ".join(f"to {float(t):.1%}: " + (f"{s:,.0f} s" if s else "not reached") for t, s in reached.items())
+              + f"; waiting for data {100 * record['data_wait_share']:.1f}% of the training steps", flush=True)
+    mine, theirs = ours["time_to"]["0.990"], ref["time_to"]["0.990"]
+    ratio = mine / theirs if mine and theirs else None
+    print(f"accuracy: time to 99.0%, recipe / reference: {f'{ratio:.2f}' if ratio else 'n/a'}", flush=True)
+    return {"sizes": {"train": len(train_y), "test": len(test_y)}, "checks_per_epoch": checks, "recipe": ours,
+            "reference": ref, "ratio_to_99": ratio}
 
 
-def bench_memory(data: Path, script: Path) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, MOBILENET_LAB_CACHE=str(Path(tmp) / "cache"))
-        run = run_script(script, ["--data", str(data), "--train", "--epochs", "1", "--out", str(Path(tmp) / "run")],
-                         env)
+class _EpochPrint(Callback):
+    def on_epoch_end(self, run: Run) -> None:
+        h = run.history
+        print(f"recipe epoch {h.epoch[-1]}: test acc {h.val_acc[-1]:.4f}  {h.seconds[-1]:.1f}s (waiting for data "
+              f"{h.data_seconds[-1]:.1f}s of {h.step_seconds[-1]:.1f}s)", flush=True)
+
+
+def root_training(script: Path, data: Path, tmp: Path, env: dict, tag: str, extra: list[str] = ()) -> dict:
+    """A 1-epoch training run of a root script as its own process: images/s of its steps and its data wait."""
+    out = tmp / f"run-{tag}-{time.perf_counter_ns()}"
+    run = run_process([str(script), "--data", str(data), "--train", "--epochs", "1", "--out", str(out), *extra],
+                      env, peak=True)
     if run["returncode"] != 0:
-        raise UserError(f"the 1-epoch training run for the memory figure failed: {run['stderr'].strip()[-300:]}")
-    peak = run["peak_mb"]
-    if peak is None:
-        raise UserError("the memory section reads /proc/<pid>/status (Linux): leave it out with --sections")
-    print(f"memory: a 1-epoch training run of {script.name} on {data}: peak {peak:,.0f} MB resident "
-          f"({run['seconds']:.0f} s); this benchmark process so far: {peak_rss_mb():,.0f} MB", flush=True)
-    return {"training_run_peak_mb": peak, "training_run_seconds": run["seconds"],
-            "benchmark_process_peak_mb": peak_rss_mb()}
+        raise UserError(f"the training run of {script} failed: {run['stderr'].strip()[-300:]}")
+    h = json.loads((out / "metrics.json").read_text())["history"]
+    images = int(re.search(r"^\s+train\s+(\d+) images", run["stdout"], re.MULTILINE).group(1))  # its Data: block
+    return {"seconds": run["seconds"], "peak_mb": run["peak_mb"], "step_seconds": h["step_seconds"][0],
+            "data_seconds": h["data_seconds"][0], "images_per_second": images / h["step_seconds"][0]}
 
 
-def bench_grader(data: Path, script: Path, model: Path, warm_runs: int = 3) -> dict:
-    """The grader's command cold, then warm ``warm_runs`` times, each warm run followed by one
-    with glibc's default malloc settings (the rejected alternative, MOBILENET_LAB_MALLOC=default)."""
-    runs = []
-    kinds = ["cold"] + ["warm", "warm, default malloc"] * warm_runs
+def bench_processes(section: str, data: Path, rounds: int, against: Path | None, model: Path) -> dict:
+    """The sections that run the root script as a process: malloc, memory, grader, compare."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, MOBILENET_LAB_CACHE=str(Path(tmp) / "cache"))
+        tmp, env = Path(tmp), dict(os.environ, MOBILENET_LAB_CACHE=str(Path(tmp) / "cache"))
         env.pop("MOBILENET_LAB_MALLOC", None)
-        for i, kind in enumerate(kinds):
-            out = Path(tmp) / f"run{i}"
-            run_env = dict(env, MOBILENET_LAB_MALLOC="default") if "default" in kind else env
-            run = run_process([sys.executable, str(script), "--data", str(data), "--model", str(model),
-                               "--out", str(out)], run_env)  # exactly the grader's process: no wrapper
-            if run["returncode"] != 0:
-                raise UserError(f"the grader's command failed: {run['stderr'].strip()[-300:]}")
-            metrics = json.loads((out / "metrics.json").read_text())
-            runs.append({"kind": kind, "seconds": run["seconds"], "system_seconds": run["system_seconds"],
-                         "minor_faults": run["minor_faults"],
-                         "test_accuracy": metrics["test_metrics"]["accuracy"]})
-            faults = f", {run['minor_faults']:,} page faults" if run["minor_faults"] is not None else ""
-            print(f"grader: {kind:<20} {run['seconds']:5.2f} s  (test accuracy {runs[-1]['test_accuracy']:.4f}"
-                  f"{faults})", flush=True)
-    warm = sorted(r["seconds"] for r in runs if r["kind"] == "warm")
-    default = sorted(r["seconds"] for r in runs if r["kind"] == "warm, default malloc")
-    print(f"grader: warm median {statistics.median(warm):.2f} s (best {warm[0]:.2f} s); with glibc's default "
-          f"malloc: median {statistics.median(default):.2f} s", flush=True)
-    return {"command": f"python {script.name} --data {data}", "model": str(model), "runs": runs,
-            "cold_seconds": runs[0]["seconds"], "warm_seconds": warm[0],
-            "warm_median_seconds": statistics.median(warm),
-            "warm_default_malloc_median_seconds": statistics.median(default)}
+        if section == "grader":
+            runs = []
+            for i in range(1 + rounds):
+                run = run_process([sys.executable, str(SCRIPT), "--data", str(data), "--model", str(model),
+                                   "--out", str(tmp / f"g{i}")], env)
+                if run["returncode"] != 0:
+                    raise UserError(f"the grader's command failed: {run['stderr'].strip()[-300:]}")
+                accuracy = json.loads((tmp / f"g{i}" / "metrics.json").read_text())["test_accuracy"]
+                runs.append({"kind": "cold" if i == 0 else "warm", "seconds": run["seconds"], "test_accuracy": accuracy})
+                print(f"grader: {runs[-1]['kind']:<5} {run['seconds']:5.2f} s (test accuracy {accuracy:.4f})", flush=True)
+            warm = [r["seconds"] for r in runs[1:]]
+            return {"command": f"python {SCRIPT.name} --data {data}", "runs": runs, "cold_seconds": runs[0]["seconds"],
+                    "warm_median_seconds": statistics.median(warm)}
+        variants = {"malloc": {"tuned": (SCRIPT, env), "glibc default": (SCRIPT, dict(env, MOBILENET_LAB_MALLOC="default"))},
+                    "memory": {"this checkout": (SCRIPT, env)},
+                    "compare": {"this checkout": (SCRIPT, env), f"{against}": (_root_script(against), env)}}[section]
+        found = {name: [] for name in variants}
+        for _ in range(rounds if section != "memory" else 1):
+            for name, (script, run_env) in variants.items():
+                found[name].append(root_training(script, data, tmp, run_env, section))
+                r = found[name][-1]
+                print(f"{section}: {name:<24} {r['images_per_second']:7,.0f} training images/s, data wait "
+                      f"{100 * r['data_seconds'] / r['step_seconds']:.1f}%, peak {r['peak_mb'] or 0:,.0f} MB", flush=True)
+        return {name: {"runs": runs, "best_images_per_second": max(r["images_per_second"] for r in runs)}
+                for name, runs in found.items()}
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line.
-# ---------------------------------------------------------------------------------------------
+def _root_script(folder: Path | None) -> Path:
+    scripts = sorted(folder.glob("*_02_02.py")) if folder and folder.is_dir() else []
+    if len(scripts) != 1:
+        raise UserError(f"--against {folder} is not a checkout of this project (one *_02_02.py at its root)")
+    return scripts[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab.bench",
-                                description="Measure decoding, training and evaluation speed, time to accuracy "
-                                            "against the PyTorch MNIST example recipe, memory and the grader path.")
-    p.add_argument("--data", metavar="DIR", required=True, type=Path,
-                   help="dataset in the assignment's layout, e.g. ./mnist (required)")
-    p.add_argument("--full-data", metavar="DIR", type=Path, default=None,
-                   help="MNIST's full 60,000/10,000 split for the time-to-accuracy race, built with "
-                        "python -m mobilenet_lab.prepare --full (default: none, the race is skipped)")
-    # 8: with the recipe's shear the 6-epoch schedule peaked at 0.9948 (the 8-epoch one reached 99.5% after
-    # 3.25 epochs); without the shear 6 epochs did, and 4 epochs missed 99.5% in one of two runs (0.9949).
-    p.add_argument("--epochs", metavar="N", type=int, default=8,
-                   help="epochs of the default recipe in the race (default: %(default)s)")
-    p.add_argument("--reference-epochs", metavar="N", type=int, default=3,
-                   help="most epochs of the reference recipe; it stops once it reaches 99.5%% (default: %(default)s)")
-    p.add_argument("--elastic", metavar="PX", type=float, default=DEFAULTS["elastic"],
-                   help="elastic distortion of the default recipe in the race and the training throughput, as "
-                        "the script's --elastic (default: the recipe's, %(default)s)")
-    p.add_argument("--shear", metavar="DEG", type=float, default=DEFAULTS["shear"],
-                   help="random shear of the default recipe in the race, as the script's --shear "
-                        "(default: the recipe's, %(default)s)")
-    p.add_argument("--checks", metavar="N", type=int, default=4,
-                   help="test passes per epoch in the race, timing the accuracy targets (default: %(default)s)")
-    p.add_argument("--steps", metavar="N", type=int, default=20,
-                   help="timed training steps per throughput variant (default: %(default)s)")
-    p.add_argument("--eval-images", metavar="N", type=int, default=4096,
-                   help="test images per evaluation-throughput variant (default: %(default)s)")
-    p.add_argument("--model", metavar="PATH", type=Path, default=ROOT / "saved_models" / "mobilenet.pt",
-                   help="saved model for the grader path (default: saved_models/mobilenet.pt)")
-    p.add_argument("--warm-runs", metavar="N", type=int, default=3,
-                   help="warm runs of the grader's command, each way (default: %(default)s)")
-    p.add_argument("--sections", metavar="LIST", default="decode,throughput,accuracy,memory,grader",
-                   help="comma-separated sections to run (default: %(default)s)")
-    p.add_argument("--out", metavar="PATH", type=Path, default=Path("runs") / "bench.json",
-                   help="JSON file for the results (default: %(default)s)")
+    p = argparse.ArgumentParser(prog="python -m mobilenet_lab bench", description=__doc__.split("\n\n")[0])
+    groups = {"benchmark": p.add_argument_group("benchmark")}
+    b = groups["benchmark"]
+    b.add_argument("--data", metavar="DIR", required=True, type=Path, help="dataset in the assignment's layout, e.g. ./mnist")
+    b.add_argument("--full-data", metavar="DIR", type=Path, help="MNIST's 60,000/10,000 split for the race, from "
+                   "prepare --full (default: none, the race is skipped)")
+    b.add_argument("--sections", metavar="LIST", default="decode,throughput,precision,accuracy,malloc,memory,grader",
+                   help="comma-separated sections to run (default: %(default)s; compare needs --against)")
+    b.add_argument("--against", metavar="DIR", type=Path, help="another checkout to compare training speed with")
+    b.add_argument("--reference-epochs", metavar="N", type=int, default=3,
+                   help="most epochs of the reference recipe; it stops at 99.5%% (default: %(default)s)")
+    b.add_argument("--checks", metavar="N", type=int, default=4, help="test passes per epoch in the race (default: 4)")
+    b.add_argument("--steps", metavar="N", type=int, default=20, help="timed steps per throughput variant (default: 20)")
+    b.add_argument("--eval-images", metavar="N", type=int, default=4096, help="images per evaluation variant (default: 4096)")
+    b.add_argument("--rounds", metavar="N", type=int, default=2, help="runs of each process variant (default: 2)")
+    b.add_argument("--model", metavar="PATH", type=Path, default=ROOT / "saved_models" / "mobilenet.pt",
+                   help="saved model for the grader section (default: saved_models/mobilenet.pt)")
+    b.add_argument("--out", metavar="PATH", type=Path, default=Path("runs") / "bench.json", help="JSON file (default: %(default)s)")
+    add_flags(p, groups)  # the recipe the race and the throughput train, e.g. --epochs 8 --learning-rate 0.005
     return p
 
 
-SECTIONS = ("decode", "throughput", "accuracy", "memory", "grader")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mobilenet_lab.bench``: exit status 0, or 2 with a one-line error."""
     return run_cli(_run, build_parser().parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .malloc import keep_freed_memory
-    from .report import machine
-    from .submit import find_entry_script
-
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise UserError(f"unknown section {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
-    if not args.data.is_dir():
-        raise UserError(f"--data {args.data} is not a folder: build one with "
-                        f"python -m mobilenet_lab.prepare --out {args.data} --idx ../shared/data/mnist")
-    if "accuracy" in sections and args.full_data is not None and not args.full_data.is_dir():
-        raise UserError(f"--full-data {args.full_data} is not a folder: build it with python -m "
-                        f"mobilenet_lab.prepare --out {args.full_data} --idx ../shared/data/mnist --full")
-    if min(args.epochs, args.reference_epochs, args.checks, args.steps, args.eval_images, args.warm_runs) < 1:
-        raise UserError("--epochs, --reference-epochs, --checks, --steps, --eval-images and --warm-runs "
-                        "must be at least 1")
-    from .training import check_augmentation
-    check_augmentation(flags=True, elastic=args.elastic, shear=args.shear)
-    script = find_entry_script(ROOT)
-    keep_freed_memory()  # as train() and evaluate() do, before anything is timed in this process
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {args.out.parent} ({exc.strerror}): choose another --out") from exc
-    results = {"arguments": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
-               "chosen": CHOSEN, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-          f"torch {results['machine']['torch']} with {results['machine']['torch_threads']} threads", flush=True)
+    if min(args.reference_epochs, args.checks, args.steps, args.eval_images, args.rounds) < 1:
+        raise UserError("--reference-epochs, --checks, --steps, --eval-images and --rounds must be at least 1")
+    given = vars(args)
+    if "epochs" not in given:
+        args.epochs = 8  # the race's schedule unless --epochs says otherwise
+    config, _ = from_flags(args)
+    find_part(args.data, "train")
+    if "compare" in sections:
+        _root_script(args.against)
+    results = {"arguments": {k: str(v) for k, v in vars(args).items()}, "machine": machine(), "config": config.as_dict(),
+               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
+          f"{results['machine']['torch']} with {results['machine']['torch_threads']} threads", flush=True)
     started = time.perf_counter()
-
-    def store() -> None:
-        from .runs import write_json
-        results["seconds"] = time.perf_counter() - started
-        write_json(args.out, results)
-
     for section in sections:
         if section == "decode":
-            results["decode"] = bench_decode(args.data)
+            results[section] = bench_decode(args.data, config)
         elif section == "throughput":
-            results["throughput"] = bench_throughput(args.data, args.steps, args.eval_images, args.elastic)
+            results[section] = bench_throughput(args.data, config, args.steps, args.eval_images)
+        elif section == "precision":
+            results[section] = bench_precision(args.data, config, args.steps, args.eval_images)
+        elif section == "accuracy" and args.full_data is None:
+            print("accuracy: skipped (no --full-data; build it with prepare --full)", flush=True)
         elif section == "accuracy":
-            if args.full_data is None:
-                print("accuracy: skipped (no --full-data; build it with python -m mobilenet_lab.prepare "
-                      "--out ./mnist-full --idx ../shared/data/mnist --full)", flush=True)
-                continue
-            results["accuracy"] = bench_accuracy(args.full_data, args.epochs, args.reference_epochs, args.elastic,
-                                                 args.checks, args.shear)
-        elif section == "memory":
-            results["memory"] = bench_memory(args.data, script)
-        elif section == "grader":
-            results["grader"] = bench_grader(args.data, script, args.model, args.warm_runs)
-        store()
-    store()
-    print(f"\nresults: {args.out} ({results['seconds']:.0f} s in all)")
+            results[section] = bench_accuracy(args.full_data, config, args.reference_epochs, args.checks)
+        else:
+            results[section] = bench_processes(section, args.data, args.rounds, args.against, args.model)
+        results["seconds"] = time.perf_counter() - started
+        write_json(args.out, results)
+    print(f"\nresults: {args.out} ({results.get('seconds', 0):.0f} s in all)")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def bench_precision(data: Path, config: Config, steps: int, eval_images: int, rounds: int = 2) -> dict:
+    """float32 against bfloat16 autocast, training and evaluation of each preset, interleaved rounds."""
+    return {}

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-from .training import mid_epoch_check_steps
+from torchvision import transforms
 
 MEAN, STD = 0.1307, 0.3081
 BATCH_SIZE, TEST_BATCH_SIZE = 64, 1000
@@ -49,8 +48,6 @@ class PilItems(Dataset):
     image per item, then ToTensor and Normalize."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        from torchvision import transforms
-
         self.x, self.y = x, y
         self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 
@@ -59,6 +56,11 @@ class PilItems(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(Image.fromarray(self.x[i, 0].numpy(), mode="L")), int(self.y[i])
+
+
+def check_steps(steps_per_epoch: int, checks_per_epoch: int) -> set[int]:
+    """The step counts (1-based) after which an epoch's checks before its end run, evenly spaced."""
+    return {round(k * steps_per_epoch / checks_per_epoch) for k in range(1, checks_per_epoch)} - {0}
 
 
 @torch.inference_mode()
@@ -78,21 +80,6 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
                     epochs: int, seed: int = 1, stop_at: float | None = None, checks_per_epoch: int = 1,
                     on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train the example recipe, testing after every epoch as the example does.
-
-    Args:
-        train_x, train_y, test_x, test_y: uint8 images (N, 1, 28, 28) and labels.
-        epochs: most epochs to train.
-        seed: the example's default seed is 1.
-        stop_at: stop once an epoch's test accuracy reaches this (None: train every epoch).
-        checks_per_epoch: test this many times per epoch, evenly spaced, the last at the epoch's
-            end, as :func:`mobilenet_lab.training.train` does; every check goes to ``checks``.
-        on_epoch_end: called with the history after each epoch.
-
-    Returns:
-        history: per epoch ``test_acc``, ``test_loss``, ``seconds`` (training and test pass),
-        ``step_seconds`` (the training loop) and ``data_seconds`` (of it, waiting for the
-        DataLoader), plus ``parameters`` and ``checks`` (epoch reached, seconds of training and
-        tests so far, test accuracy).
     """
     torch.manual_seed(seed)
     net = ReferenceNet()
@@ -103,7 +90,7 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
     history = {"epoch": [], "test_loss": [], "test_acc": [], "seconds": [], "step_seconds": [],
                "data_seconds": [], "checks": [], "parameters": sum(p.numel() for p in net.parameters())}
     steps = len(train_loader)
-    check_steps = mid_epoch_check_steps(steps, checks_per_epoch)
+    checks_at = check_steps(steps, checks_per_epoch)
     for epoch in range(1, epochs + 1):
         net.train()
         started = time.perf_counter()
@@ -121,7 +108,7 @@ def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
             loss.backward()
             opt.step()
             step += 1
-            if step in check_steps:
+            if step in checks_at:
                 checked = time.perf_counter()
                 accuracy = test_accuracy(net, test_loader)[1]
                 net.train()
