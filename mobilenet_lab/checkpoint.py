@@ -22,7 +22,7 @@ from . import __version__
 from .config import Config
 from .errors import UserError
 from .files import save_torch
-from .model import MobileNetLab, NetConfig, init_network, pick_device
+from .model import MobileNetLab, init_network, pick_device
 
 FORMAT = "mobilenet_lab.checkpoint/2"
 # Every field and its type; a file lacking one (or with another type) is refused before use.

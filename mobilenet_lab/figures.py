@@ -199,7 +199,7 @@ def plot_samples(make: FigureFactory, images, y_true, y_pred, probs, names, coun
 def _example_rows(make: FigureFactory, rows: list[tuple[str, str, np.ndarray]]) -> tuple:
     """A figure with one row of EXAMPLES panels per non-empty row (label, colour, indices)."""
     kept = [k for k, row in enumerate(rows) if len(row[2])]
-    fig = make((7.5, len(kept) * 2.0 + 0.6))
+    fig = make((7.5, len(kept) * 1.85 + 0.6))
     axes = fig.subplots(len(kept), EXAMPLES, squeeze=False)
     for row_axes, k in zip(axes, kept):
         row_axes[0].set_ylabel(rows[k][0], color=rows[k][1])
@@ -213,11 +213,13 @@ def _missing(correct, wrong, n: int) -> str:
                    for what, picked in (("correct", correct), ("wrong", wrong)) if len(picked) == 0)
 
 
-def plot_predictions(make: FigureFactory, images, y_true, y_pred, probs, names, correct, wrong) -> Figure:
-    """Figure 3: correct predictions and the most confident wrong ones, with confidence."""
+def plot_predictions(make: FigureFactory, images, y_true, y_pred, probs, names, correct, wrong,
+                     wrong_in_all: int | None = None) -> Figure:
+    """Figure 3: correct predictions and the most confident wrong ones, with confidence (``wrong_in_all``: how many
+    are wrong in the whole test set, when the arrays hold only the examples)."""
+    total = int((y_true != y_pred).sum()) if wrong_in_all is None else wrong_in_all
     rows = [("correct\n(random, different classes)", CORRECT_COLOR, correct),
-            (f"wrong: the {len(wrong)} most confident\n({int((y_true != y_pred).sum()):,} wrong in all)",
-             WRONG_COLOR, wrong)]
+            (f"wrong: the {len(wrong)} most confident\n({total:,} wrong in all)", WRONG_COLOR, wrong)]
     fig, axes, kept = _example_rows(make, rows)
     for row_axes, k in zip(axes, kept):
         for ax, i in zip(row_axes, rows[k][2]):
@@ -310,7 +312,7 @@ def _grid(kernels: np.ndarray, cols: int = 8) -> np.ndarray:
 
 def plot_filters(make: FigureFactory, panels: list[tuple[str, np.ndarray]]) -> Figure:
     """Figure 6: kernels as tiles in a diverging colour map (red positive, blue negative)."""
-    fig = make((7.5, 3.8))
+    fig = make((7.5, 3.0))
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")  # the gaps between kernels
     for ax, (title, tiles) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
         rows, cols, kh, kw = tiles.shape

@@ -119,10 +119,12 @@ class WeightAverage:
 
     def __init__(self, net: nn.Module, decay: float):
         self.module, self.decay, self.steps = copy.deepcopy(net), decay, 0
+        # the tensors themselves, once: both networks change them in place (state_dict() each step costs time)
+        self._average, self._current = list(self.module.state_dict().values()), list(net.state_dict().values())
 
-    def update(self, net: nn.Module) -> None:
+    def update(self) -> None:
         self.steps += 1
-        blend_into(self.module.state_dict().values(), net.state_dict().values(), warm_up_share(self.steps, self.decay))
+        blend_into(self._average, self._current, warm_up_share(self.steps, self.decay))
 
 
 @torch.no_grad()
@@ -249,7 +251,7 @@ class Run:
         loss.backward()
         self.optimizer.step()
         if self.average is not None:
-            self.average.update(self.net)
+            self.average.update()
         self.scheduler.step()
         self.step += 1
         self.seen += len(yb)

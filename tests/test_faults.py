@@ -156,7 +156,6 @@ def test_a_decompression_bomb_png_is_refused_from_its_header(tmp_path, tiny_mode
     result = run_limited("--data", tmp_path / "data", "--model", tiny_model, "--out", tmp_path / "run")
     assert_clean_failure(result, "more than 50,000,000 pixels")
     assert "img_2.png" in result.stderr
-    from mobilenet_lab.tools.predict import main
     (tmp_path / "bomb.png").write_bytes(png_claiming(30000, 30000))
     assert run_limited("-m", "predict", tmp_path / "bomb.png", "--model", tiny_model).returncode == 2
 

@@ -1,5 +1,5 @@
-"""The seeds study: its shadow averages follow the schedules they name without changing the
-run, and a tiny study writes its JSON and table."""
+"""The seeds study: a tiny study writes its JSON, it trains what train() trains, its dev digits are exactly the
+training digits the dataset left out, and bad flags get one line."""
 from __future__ import annotations
 
 import contextlib
@@ -7,49 +7,8 @@ import io
 import json
 
 import torch
-from torch import nn
 
 from mobilenet_lab.experiments import seeds
-from mobilenet_lab.training import WeightAverage
-
-
-def step(net: nn.Module, generator: torch.Generator) -> None:
-    """A stand-in for an optimiser step: new random weights and statistics."""
-    with torch.no_grad():
-        for tensor in net.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator))
-            else:
-                tensor.add_(1)
-
-
-def test_shadows_follow_their_schedules():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    schedules = {"warm-0.9": seeds.warm(0.9), "mean-then-0.75": seeds.mean_then(0.75), "last-2": seeds.last(2),
-                 "none": seeds.AVERAGES["none"]}
-    total, per_epoch = 12, 3
-    shadows = seeds.ShadowAverages(net, schedules, total, per_epoch)
-    library = WeightAverage(net, 0.9)  # train()'s own average, stepped alongside
-    generator = torch.Generator().manual_seed(1)
-    snapshots = []
-    for _ in range(total):
-        step(net, generator)
-        library.update(net)
-        shadows.update(net)
-        snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
-    weight = "0.weight"
-    assert torch.allclose(shadows.modules["warm-0.9"].state_dict()[weight], library.module.state_dict()[weight],
-                          atol=1e-6)
-    assert torch.equal(shadows.modules["none"].state_dict()[weight], net.state_dict()[weight])
-    window = torch.stack([s[weight] for s in snapshots[-2 * per_epoch:]]).mean(0)
-    assert torch.allclose(shadows.modules["last-2"].state_dict()[weight], window, atol=1e-6)
-    # mean-then-0.75: the plain mean of the first 4 steps, then decay 0.75 for the other 8
-    expected = torch.stack([s[weight] for s in snapshots[:4]]).mean(0)
-    for s in snapshots[4:]:
-        expected = 0.75 * expected + 0.25 * s[weight]
-    assert torch.allclose(shadows.modules["mean-then-0.75"].state_dict()[weight], expected, atol=1e-6)
-    assert shadows.modules["last-2"].state_dict()["1.num_batches_tracked"] == net.state_dict()["1.num_batches_tracked"]
 
 
 def test_a_tiny_study_writes_its_figures(tiny_data, tmp_path):
@@ -62,14 +21,8 @@ def test_a_tiny_study_writes_its_figures(tiny_data, tmp_path):
     report = json.loads(out.read_text())
     assert [run["seed"] for run in report["runs"]] == [0, 1]
     assert report["changed"] == {"epochs": 2, "weight_decay": 0.05} and report["config"]["weight_decay"] == 0.05
-    for run in report["runs"]:
-        assert set(run["averages"]) == set(seeds.AVERAGES)
-        # the recipe's own average, followed alongside, is what train() returned: same schedule,
-        # same re-measured statistics, so the same figures
-        assert run["averages"]["warm-0.999"] == run["returned"]
-        assert all(0 <= f <= 1 for figures in run["averages"].values() for f in figures.values())
-    table = stdout.getvalue()
-    assert "returned" in table and "last-10" in table and f"written to {out}" in table
+    assert all(0 <= f <= 1 for run in report["runs"] for f in run["returned"].values())
+    assert "test accuracy over 2 seeds" in stdout.getvalue() and f"written to {out}" in stdout.getvalue()
 
 
 def test_a_missing_dataset_is_one_line(tmp_path, capsys):
@@ -90,22 +43,20 @@ def test_a_setting_out_of_range_is_one_line(tiny_data, tmp_path, capsys):
         assert err.startswith(start) and err.count("\n") == 1, err
 
 
-def test_the_shadow_averages_only_look(tiny_data):
-    """The study's returned weights are those of the same train() run without the shadows."""
+def test_the_study_trains_what_the_root_script_trains(tiny_data):
     from mobilenet_lab.config import Config
     from mobilenet_lab.data import load_splits
     from mobilenet_lab.model import init_network, seed_everything, set_normalization
     from mobilenet_lab.training import train
 
     config = Config(epochs=1)
-    studied = seeds.run_seed(tiny_data, config, ["none", "last-3"])
+    studied = seeds.run_seed(tiny_data, config)
     splits = load_splits(tiny_data, config)
     seed_everything(0)
     net = init_network(*config.block_counts)
     set_normalization(net, splits.train.images)
     net, _ = train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, config=config)
     assert seeds.score(net, splits) == studied["returned"]
-    assert set(studied["averages"]) == {"none", "last-3"}
 
 
 def write_idx(path, array) -> None:

@@ -161,7 +161,7 @@ def test_the_average_follows_the_formula_with_its_warm_up():
                 p.add_(0.1 * step)
             net.blocks[0][1].running_mean.add_(1.0)
             net.blocks[0][1].num_batches_tracked.add_(1)
-        average.update(net)
+        average.update()
         decay = min(0.9, (1 + step) / (10 + step))  # 2/11, 3/12, 4/13: below 0.9 for the first steps
         now = net.state_dict()
         for k in expected:

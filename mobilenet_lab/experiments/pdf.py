@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
@@ -30,7 +31,7 @@ from reportlab.platypus import (Image, KeepTogether, PageBreak, Paragraph, Simpl
                                 TableStyle)
 
 from .. import figures as viz
-from ..config import OPTIMIZERS, Config
+from ..config import BALANCING, LOSSES, OPTIMIZERS, Config
 from ..errors import UserError
 from ..files import atomic_write
 from ..student import identity
@@ -62,6 +63,10 @@ def load_results(folder: Path) -> dict:
     for run in res["runs"].values():
         for group, value in run["groups"]:
             res["groups"].setdefault(group, []).append((value, run))
+    order = {v: i for i, v in enumerate(LOSSES + BALANCING)}
+    for members in res["groups"].values():  # values in order: numbers rising (all data last), names as listed
+        members.sort(key=lambda m: (order.get(m[0], 0), float("inf") if m[0] is None else
+                                    m[0] if isinstance(m[0], (int, float)) else 0, str(m[0])))
     return res
 
 
@@ -75,60 +80,100 @@ def _ns(**values) -> SimpleNamespace:
 
 
 def facts(res: dict) -> dict[str, SimpleNamespace]:
-    """Every number the text may name, by namespace: mobilenet, conv4, ratio, data, machine, plan, sweep,
-    recipe (the replicates), grid."""
-    out, data = {}, res["plan"]["data"]
-    for arch in ARCHS:
-        m, cost = res["main"][arch], res["costs"][arch_key(res["main"][arch]["config"])]
-        recalls = {k: v["recall"] for k, v in m["metrics"]["per_class"].items()}
-        aucs = m["metrics"]["roc_auc_per_class"]
-        h = m["history"]
-        out[arch] = _ns(
-            test_accuracy=m["metrics"]["accuracy"], f1_macro=m["metrics"]["f1_macro"],
-            balanced_accuracy=m["metrics"]["balanced_accuracy"], mcc=m["metrics"]["mcc"],
-            dev_accuracy=m.get("dev_accuracy", float("nan")), errors=round((1 - m["metrics"]["accuracy"]) * m["metrics"]["n"]),
-            val_accuracy=m["saved_metrics"].get("validation_accuracy", float("nan")),
-            val_loss=m["saved_metrics"].get("validation_loss", float("nan")),
-            train_accuracy=m["saved_metrics"].get("train_accuracy", float("nan")), test_loss=m["test_loss"],
-            parameters=cost["parameters"], mflops=cost["flops"] / 1e6, latency_ms=cost["latency"]["median_ms"],
-            eval_ips=cost["eval_images_per_second"], train_ips=cost["train_images_per_second"],
-            epoch_seconds=data["train"] / cost["train_images_per_second"], epochs=len(h["epoch"]),
-            best_epoch=h["best_epoch"], kept_epoch=h["kept_epoch"], first_val=h["val_acc"][0],
-            worst_class=min(recalls, key=recalls.get), worst_recall=min(recalls.values()),
-            worst_auc_class=min(aucs, key=aucs.get), worst_auc=min(aucs.values()), auc_macro=m["metrics"]["roc_auc_macro"],
-            tsne_n=len(res["arrays"][arch]["tsne_points"]))
+    """Every number the text may name, by namespace: mobilenet and conv4 (the saved models), ratio (conv4 over
+    mobilenet), data, machine, sweep, runs (each run by name), recipe (the replicates), grid and plan."""
+    out = {arch: _model_facts(res, arch) for arch in ARCHS}
     m, c = out["mobilenet"], out["conv4"]
     out["ratio"] = _ns(flops=c.mflops / m.mflops, parameters=c.parameters / m.parameters,
                        latency=c.latency_ms / m.latency_ms, train_speed=m.train_ips / c.train_ips,
-                       eval_speed=m.eval_ips / c.eval_ips, digits=round((m.test_accuracy - c.test_accuracy) * 1e4),
-                       dev_digits=round((m.dev_accuracy - c.dev_accuracy) * 1e4) if m.dev_accuracy == m.dev_accuracy else 0)
+                       conv4_bf16_speedup=c.train_ips_bf16 / c.train_ips,
+                       eval_speed=m.eval_ips / c.eval_ips, digits=round((m.test_accuracy - c.test_accuracy) * 1e4))
+    data, mach = res["plan"]["data"], res["plan"]["machine"]
     counts = data["train_counts"]
     out["data"] = _ns(train=data["train"], val=data["val"], test=data["test"], dev=data["dev"] or 0,
                       imbalance=data["imbalance"], largest_class=int(np.argmax(counts)), largest=max(counts),
                       smallest_class=int(np.argmin(counts)), smallest=min(counts), side=data["side"])
-    mach = res["plan"]["machine"]
     out["machine"] = _ns(cpu=mach["cpu"], cores=mach["cores"], threads=mach["torch_threads"], torch=mach["torch"],
                          python=mach["python"], bf16=", ".join(mach["bf16_flags"]) or "none")
-    seeds = sorted((v, r["metrics"]["accuracy"]) for v, r in res["groups"].get("seed", []) if r["status"] == "ok")
-    accs = np.array([a for _, a in seeds])
-    base = next(r for r in res["runs"].values() if r["name"] == "baseline")
-    out["sweep"] = _ns(baseline=base["metrics"]["accuracy"], seeds=len(accs), seed_min=accs.min(), seed_max=accs.max(),
-                       seed_mean=accs.mean(), seed_sd=accs.std(ddof=1), seed_range=round((accs.max() - accs.min()) * 1e4),
-                       epochs=Config.from_dict(base["config"]).epochs, **_sweep_extremes(res))
-    reps = {arch: [r for v, r in res["groups"].get("recipe", []) if v.startswith(arch)] for arch in ARCHS}
-    out["recipe"] = _ns(seeds=len(reps["mobilenet"]) + 1, epochs=Config().epochs, **{
-        f"{arch}_{what}": f(np.array([res["main"][arch]["metrics"]["accuracy"]] + [r["metrics"]["accuracy"] for r in reps[arch]]))
-        for arch in ARCHS for what, f in (("mean", np.mean), ("sd", lambda a: a.std(ddof=1)), ("min", np.min),
-                                          ("max", np.max))},
-        **{f"{arch}_dev_mean": np.mean([res["main"][arch].get("dev_accuracy", np.nan)] +
-                                       [r.get("dev_accuracy", np.nan) for r in reps[arch]]) for arch in ARCHS})
-    grid = {v: r["metrics"]["accuracy"] for v, r in res["groups"].get("grid", []) if r["status"] == "ok"}
+    seeds = np.array([r["metrics"]["accuracy"] for _, r in res["groups"]["seed"] if r["status"] == "ok"])
+    base = res["runs"]["baseline"]
+    setting = Config.from_dict(base["config"])
+    out["sweep"] = _ns(baseline=base["metrics"]["accuracy"], seeds=len(seeds), seed_min=seeds.min(),
+                       seed_max=seeds.max(), seed_mean=seeds.mean(), seed_sd=seeds.std(ddof=1),
+                       seed_range=round((seeds.max() - seeds.min()) * 1e4), epochs=setting.epochs,
+                       batch_size=setting.batch_size, learning_rate=setting.learning_rate,
+                       **_sweep_extremes(res))
+    named = dict(res["runs"]) | {f"{group}{1 if v is None else v:g}" if not isinstance(v, str) else f"{group}-{v}": r
+                                 for group, members in res["groups"].items() for v, r in members}  # e.g. epochs1
+    out["runs"] = _ns(**{re.sub(r"\W", "_", name): _run_facts(r) for name, r in named.items() if r["status"] == "ok"})
+    out["recipe"] = _ns(epochs=res["main"]["mobilenet"]["config"]["epochs"],
+                        **{k: v for arch in ARCHS for k, v in _recipe_facts(res, arch).items()})
+    grid = {v: r["metrics"]["accuracy"] for v, r in res["groups"]["grid"] if r["status"] == "ok"}
     best = max(grid, key=grid.get)
     out["grid"] = _ns(runs=len(grid), best=best.replace(",", " conv + ") + " ConvDw", best_accuracy=grid[best],
                       only_mobile=grid.get("0,6", np.nan), only_conv=grid.get("4,0", np.nan), preset=grid.get("1,6", np.nan))
-    out["plan"] = _ns(runs=len(res["runs"]), minutes=res["plan"].get("plan_seconds", 0) / 60, jobs=res["plan"].get("jobs", 1),
-                      not_kept=len(res["not_kept"]["rows"]))
+    out["plan"] = _ns(runs=len(res["runs"]), minutes=res["plan"].get("plan_seconds", 0) / 60,
+                      jobs=res["plan"].get("jobs", 1), not_kept=len(res["not_kept"]["rows"]))
     return out
+
+
+def _model_facts(res: dict, arch: str) -> SimpleNamespace:
+    m, a, data = res["main"][arch], res["arrays"][arch], res["plan"]["data"]
+    cost, metrics = res["costs"][arch_key(m["config"])], m["metrics"]
+    recalls = {k: v["recall"] for k, v in metrics["per_class"].items()}
+    aucs = metrics["roc_auc_per_class"]
+    facts_ = _ns(
+        test_accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"], balanced_accuracy=metrics["balanced_accuracy"],
+        mcc=metrics["mcc"], dev_accuracy=m.get("dev_accuracy", float("nan")),
+        errors=round((1 - metrics["accuracy"]) * metrics["n"]), test_loss=m["test_loss"],
+        val_accuracy=m["saved_metrics"].get("validation_accuracy", float("nan")),
+        train_accuracy=m["saved_metrics"].get("train_accuracy", float("nan")),
+        parameters=cost["parameters"], mflops=cost["flops"] / 1e6, latency_ms=cost["latency"]["median_ms"],
+        eval_ips=cost["eval_images_per_second"], train_ips=cost["train_images_per_second"],
+        train_ips_bf16=cost.get("train_images_per_second_bf16") or float("nan"),
+        epoch_seconds=data["train"] / cost["train_images_per_second"], epochs=len(m["history"]["epoch"]),
+        worst_auc_class=min(aucs, key=aucs.get), auc_macro=metrics["roc_auc_macro"], tsne_n=len(a["tsne_points"]),
+        rare_recall=recalls[str(int(np.argmin(data["train_counts"])))],
+        first_one_sign=_one_sign(a["filters0"]), last_one_sign=_one_sign(a["filters1"]),
+        wrong_shown_confidence=float(a["shown_probs"][a["wrong"]].max(1).mean()) if len(a["wrong"]) else float("nan"),
+        **_confusions(metrics["confusion_matrix"]))
+    blocks = cost["blocks"]
+    if blocks:  # what the ConvDw blocks save against standard convolutions
+        dw, std = sum(b["flops"] for b in blocks), sum(b["standard_flops"] for b in blocks)
+        facts_.convdw_ratio, facts_.convdw_fewer, facts_.standard_mflops = dw / std, std / dw, (cost["flops"] - dw + std) / 1e6
+        facts_.convdw_params, facts_.standard_params = (sum(b["params"] for b in blocks),
+                                                       sum(b["standard_params"] for b in blocks))
+    return facts_
+
+
+def _one_sign(tiles: np.ndarray) -> float:
+    """The share of 3x3 kernels whose weights mostly share one sign (|sum| at least half of sum |w|): weighted
+    averages rather than edge detectors, whose positive and negative weights cancel."""
+    kernels = tiles.reshape(-1, tiles.shape[-2] * tiles.shape[-1])
+    kernels = kernels[~np.isnan(kernels).any(1)]
+    return float((np.abs(kernels.sum(1)) >= 0.5 * np.abs(kernels).sum(1)).mean())
+
+
+def _run_facts(r: dict) -> SimpleNamespace:
+    config = Config.from_dict(r["config"])
+    images = sum(r["train_counts"])
+    return _ns(accuracy=r["metrics"]["accuracy"], f1=r["metrics"]["f1_macro"], seconds=r["wall_seconds"], images=images,
+               steps=-(-images // config.batch_size) * config.epochs, batch_size=config.batch_size)
+
+
+def _recipe_facts(res: dict, arch: str) -> dict:
+    """The saved model (seed 0) and its replicates: the spread of the recipe's test accuracy, and the mean dev."""
+    runs = [res["main"][arch]] + [r for v, r in res["groups"].get("recipe", []) if v.startswith(arch)]
+    acc = np.array([r["metrics"]["accuracy"] for r in runs])
+    return {f"{arch}_mean": acc.mean(), f"{arch}_sd": acc.std(ddof=1), f"{arch}_min": acc.min(), f"{arch}_max": acc.max(),
+            f"{arch}_dev_mean": np.mean([r.get("dev_accuracy", np.nan) for r in runs]), "seeds": len(runs)}
+
+
+def _confusions(cm: list[list[int]]) -> dict:
+    """The two most frequent mistakes, as 'true t read as p' and their counts."""
+    off = [(cm[t][p], t, p) for t in range(len(cm)) for p in range(len(cm)) if t != p]
+    (n1, t1, p1), (n2, t2, p2) = sorted(off, reverse=True)[:2]
+    return {"mistake1": f"{t1} read as {p1}", "mistake1_count": n1, "mistake2": f"{t2} read as {p2}", "mistake2_count": n2}
 
 
 def _sweep_extremes(res: dict) -> dict:
@@ -152,11 +197,14 @@ def _label(group: str, value) -> str:
 
 def fill(text: str, known: dict, where: str) -> str:
     """The text with every {placeholder} filled from ``known``; one that names no result stops the build."""
-    for _, field, spec, _ in string.Formatter().parse(text):
+    for _, field, _, _ in string.Formatter().parse(text):
         if field is None:
             continue
-        root, _, attr = field.partition(".")
-        if root not in known or not hasattr(known[root], attr):
+        root, *path = field.split(".")
+        value = known.get(root)
+        for attr in path:
+            value = getattr(value, attr, None)
+        if value is None or not path:
             raise UserError(f"{where}: the placeholder {{{field}}} names no result: use one of "
                             f"{', '.join(sorted(known))} and an attribute of it")
     return text.format(**known)
@@ -182,6 +230,7 @@ def fig_curves(res: dict) -> Figure:
             ax.plot(h["epoch"], h[f"train_{key}"], "--", color=color, alpha=0.6, label=f"{arch}: training (augmented)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if key == "acc":
             ax.set_ylim(0.95, 1.0)
@@ -209,15 +258,15 @@ def fig_grid(res: dict) -> Figure:
     ax.set_ylabel("conv blocks")
     ax.set_title("test accuracy")
     fig.colorbar(shown, ax=ax, shrink=0.8)
-    for (c, m), r in runs.items():
-        cost = res["costs"][f"c{c}m{m}"]
-        ax2.scatter(cost["flops"] / 1e6, r["metrics"]["accuracy"], color=CONV_COLOR if m == 0 else MOBILE_COLOR, s=18)
-        ax2.annotate(f"{c}+{m}", (cost["flops"] / 1e6, r["metrics"]["accuracy"]), fontsize=7, xytext=(3, 2),
-                     textcoords="offset points")
+    for (c, m), r in runs.items():  # errors on a log scale: the good networks differ by tenths of a percent
+        flops, error = res["costs"][f"c{c}m{m}"]["flops"] / 1e6, 1 - r["metrics"]["accuracy"]
+        ax2.scatter(flops, error, color=CONV_COLOR if m == 0 else MOBILE_COLOR, s=18)
+        ax2.annotate(f"{c}+{m}", (flops, error), fontsize=7, xytext=(3, 2), textcoords="offset points")
     ax2.set_xscale("log")
+    ax2.set_yscale("log")
     ax2.set_xlabel("MFLOPs per image (log scale)")
-    ax2.set_ylabel("test accuracy")
-    ax2.set_title("accuracy against cost (conv + ConvDw blocks)")
+    ax2.set_ylabel("test error (log scale)")
+    ax2.set_title("error against cost (conv + ConvDw blocks)")
     ax2.grid(alpha=0.3)
     return fig
 
@@ -247,7 +296,9 @@ def _shown(res: dict, arch: str) -> tuple:
 
 def fig_predictions(res: dict, arch: str) -> Figure:
     images, y_true, y_pred, probs, correct, wrong = _shown(res, arch)
-    return viz.plot_predictions(_make, images, y_true, y_pred, probs, NAMES, correct, wrong)
+    m = res["main"][arch]["metrics"]
+    return viz.plot_predictions(_make, images, y_true, y_pred, probs, NAMES, correct, wrong,
+                                round((1 - m["accuracy"]) * m["n"]))
 
 
 def fig_gradcam(res: dict, arch: str) -> Figure:
@@ -419,6 +470,7 @@ def tab_not_kept(res: dict, known: dict) -> list[list[str]]:
     return rows
 
 
+WIDTHS = {"setup": (0.2, 0.8), "not_kept": (0.26, 0.1, 0.3, 0.09, 0.25)}  # column shares of the text width
 TABLES = {"headline": tab_headline, "setup": tab_setup, "blocks": tab_blocks, "recall": tab_recall,
           "sweeps": tab_sweeps, "recipe": tab_recipe, "not_kept": tab_not_kept}
 
@@ -449,45 +501,50 @@ def _inline(text: str) -> str:
     return re.sub(r"\*(.+?)\*", r"<i>\1</i>", re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text))
 
 
-def _table(rows: list[list[str]], st: dict, first_wide: bool = False) -> Table:
+def _table(rows: list[list[str]], st: dict, shares: tuple[float, ...] | None = None) -> Table:
     cells = [[Paragraph(_inline(str(c)), st["cell"]) for c in row] for row in rows]
-    widths = [WIDTH * 0.22] + [WIDTH * 0.78 / (len(rows[0]) - 1)] * (len(rows[0]) - 1) if first_wide else None
-    table = Table(cells, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    table = Table(cells, colWidths=[WIDTH * w for w in shares] if shares else None, repeatRows=1, hAlign="LEFT")
     table.setStyle(TableStyle([("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black), ("VALIGN", (0, 0), (-1, -1), "TOP"),
                                ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f2f2")]),
                                ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]))
     return table
 
 
-def _image(fig: Figure) -> Image:
+def _image(fig: Figure, share: float = 1.0) -> Image:
+    """A figure as a picture ``share`` of the text width at most."""
     fig.suptitle("")  # the caption says what the figure shows
     buffer = io.BytesIO()
     with matplotlib.rc_context(viz.STYLE):
         fig.savefig(buffer, format="png", dpi=200, facecolor="white")
     width, height = fig.get_size_inches()
-    scale = min(1.0, WIDTH / (width * 72))
+    scale = min(1.0, share * WIDTH / (width * 72))
     buffer.seek(0)
     return Image(buffer, width=width * 72 * scale, height=height * 72 * scale)
 
 
 def story(res: dict, known: dict, st: dict) -> list:
     """The flowables of every section file, in file order, with figures and tables numbered."""
-    flow, numbers = [], {"figure": 0, "table": 0}
-    for path in sorted(TEXT.glob("*.md")):
-        text = fill(path.read_text(encoding="utf-8"), known, f"report_text/{path.name}")
+    flow, numbers, texts = [], {"figure": 0, "table": 0}, {p.name: p.read_text(encoding="utf-8") for p in sorted(TEXT.glob("*.md"))}
+    marks = re.findall(r"\[\[(figure|table) (\w+?)(?:_at_[\d.]+)?:", "\n".join(texts.values()))
+    known = dict(known, **{kind: _ns(**{key: n for n, key in enumerate([k for m, k in marks if m == kind], 1)})
+                           for kind in ("figure", "table")})  # "Figure {figure.grid}" in the text
+    for name, text in texts.items():
+        text = fill(text, known, f"report_text/{name}")
         for block in re.split(r"\n\s*\n", text.strip()):
             block = " ".join(line.strip() for line in block.splitlines()) if not block.startswith("- ") else block
             if block == "[[page]]":
                 flow.append(PageBreak())
-            elif match := re.fullmatch(r"\[\[(figure|table) (\w+): (.+)\]\]", block):
+            elif match := re.fullmatch(r"\[\[(figure|table) ([\w.]+): (.+)\]\]", block):  # NAME_at_0.8: 80% wide
                 kind, key, caption = match.groups()
                 numbers[kind] += 1
                 label = Paragraph(f"<b>{kind.title()} {numbers[kind]}.</b> {_inline(caption)}", st["caption"])
+                key, _, scale = key.partition("_at_")
                 with matplotlib.rc_context(viz.STYLE):
-                    shown = _image(FIGURES[key](res)) if kind == "figure" else _table(TABLES[key](res, known), st,
-                                                                                        key == "setup")
-                flow.append(KeepTogether([shown, Spacer(1, 3), label, Spacer(1, 8)] if kind == "figure"
-                                         else [label, Spacer(1, 3), shown, Spacer(1, 8)]))
+                    shown = _image(FIGURES[key](res), float(scale or 1)) if kind == "figure" else _table(
+                        TABLES[key](res, known), st, WIDTHS.get(key))
+                parts = [shown, Spacer(1, 3), label] if kind == "figure" else [label, Spacer(1, 3), shown]
+                long_table = kind == "table" and len(shown._cellvalues) > 16  # may run onto the next page
+                flow += (parts if long_table else [KeepTogether(parts)]) + [Spacer(1, 8)]
             elif block.startswith("# "):
                 flow.append(Paragraph(_inline(block[2:]), st["h1"]))
             elif block.startswith("## "):

@@ -31,8 +31,9 @@ from ..data import MnistCsvDataset, find_part, load_splits
 from ..errors import Interrupted, UserError, note, run_cli
 from ..figures import activation_data, filter_data, gradcam_data, pick_examples, tsne_data
 from ..files import write_json
+from ..malloc import keep_freed_memory
 from ..metrics import compute_metrics, roc_curves
-from ..model import count_parameters, init_network, seed_everything, set_normalization
+from ..model import count_parameters, cpu_has_bf16, init_network, seed_everything, set_normalization
 from ..sample import sample_dataset
 from ..tools.explain import layer_costs, network_flops
 from ..training import Callback, TrainingDiverged, evaluate, train
@@ -215,17 +216,19 @@ def describe_saved(arch: str, data: Path, idx: Path | None, quick: bool, out: Pa
 
 
 def costs(config: Config, quick: bool) -> dict:
-    """What an architecture costs, measured quietly after the runs: parameters, FLOPs, latency, and training
-    and evaluation images/s with this machine's threads; for ConvDw blocks the standard 3x3 convolution
-    each replaces."""
+    """What an architecture costs, measured quietly after the runs: parameters, FLOPs, latency, evaluation
+    images/s and training images/s in float32 (and bfloat16 where the CPU has it) with this machine's threads;
+    for ConvDw blocks the standard 3x3 convolution each replaces."""
     net = init_network(*config.block_counts, device="cpu")
-    x = torch.randint(0, 256, (2048, 1, 28, 28), dtype=torch.uint8)
+    x, y, steps = torch.randint(0, 256, (2048, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (2048,)), 3 if quick else 20
     started = time.perf_counter()
     evaluate(net, x)
     layers = [r for r in layer_costs(net) if r.standard_flops]
     return {"parameters": count_parameters(net), "flops": network_flops(net),
             "latency": latency(net, 20 if quick else 200), "eval_images_per_second": len(x) / (time.perf_counter() - started),
-            "train_images_per_second": train_rate(config, x, torch.randint(0, 10, (2048,)), 3 if quick else 20),
+            "train_images_per_second": train_rate(replace(config, precision="fp32"), x, y, steps),
+            "train_images_per_second_bf16": train_rate(replace(config, precision="bf16"), x, y, steps)
+            if cpu_has_bf16() else None,
             "blocks": [{"name": r.name, "flops": r.flops, "standard_flops": r.standard_flops, "params": r.params,
                         "standard_params": r.standard_params, "formula": r.formula} for r in layers],
             "threads": torch.get_num_threads()}
@@ -253,6 +256,8 @@ def read_result(path: Path, spec: RunSpec) -> dict | None:
 def run_plan(args: argparse.Namespace, data: Path) -> dict:
     out = args.results
     specs = plan(args.quick)
+    if args.groups:
+        specs = [s for s in specs if {g for g, _ in s.groups} & set(args.groups.split(","))]
     stored = {s.name: r for s in specs if (r := read_result(out / "runs" / f"{s.name}.json", s)) is not None}
     missing = [s for s in specs if s.name not in stored]
     print(f"plan: {len(specs)} runs ({len(stored)} stored, {len(missing)} to train), {args.jobs} at a time", flush=True)
@@ -286,7 +291,8 @@ def _trained(missing: list[RunSpec], args: argparse.Namespace, data: Path, scrat
         for spec in missing:
             yield spec, execute(spec, data, args.idx, args.quick, scratch, None)
         return
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=keep_freed_memory) as pool:  # as every entry point does
         futures = {pool.submit(execute, s, data, args.idx, args.quick, scratch, 1): s for s in missing}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], future.result()
@@ -316,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="every run on a tiny dataset for 1-2 epochs (for tests)")
     p.add_argument("--only-pdf", action="store_true", help="build the PDF from the stored results; train nothing")
     p.add_argument("--dry-run", action="store_true", help="list the runs, stored or to train, and stop")
+    p.add_argument("--groups", metavar="LIST", help="train only the runs of these groups (e.g. seed,batch) and stop "
+                   "before the PDF (default: the whole plan)")
     p.add_argument("--jobs", metavar="N", type=int, default=1, help="runs at a time, each with one torch thread "
                    "when above 1 (default: 1, with all threads)")
     p.add_argument("--threads", metavar="N", type=int, help="torch threads with --jobs 1 (default: all cores)")
@@ -351,6 +359,9 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         write_json(known, summary)
         done = run_plan(args, data)
+        if args.groups:  # a part of the plan: no PDF from it
+            print(f"trained the runs of {args.groups} in {duration(time.perf_counter() - started)}")
+            return 0
         print("evaluating the saved models and measuring what each architecture costs", flush=True)
         tsne = args.tsne_samples or (150 if args.quick else 2000)
         (out / "main").mkdir(parents=True, exist_ok=True)
@@ -359,7 +370,7 @@ def _run(args: argparse.Namespace) -> int:
                                                            format=FORMAT))
         archs = {f"c{s.config.block_counts[0]}m{s.config.block_counts[1]}": s.config for s in plan(args.quick)}
         write_json(out / "costs.json", {name: costs(c, args.quick) for name, c in sorted(archs.items())})
-        write_json(known, dict(summary, plan_seconds=done["seconds"] + time.perf_counter() - started,
+        write_json(known, dict(summary, plan_seconds=time.perf_counter() - started,
                                runs=len(done["runs"]), jobs=args.jobs))
     elif not stored:
         raise UserError(f"no stored results in {out} (plan.json): run without --only-pdf first")
