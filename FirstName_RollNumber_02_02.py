@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mobilenet_lab.config import add_flags  # noqa: E402
 from mobilenet_lab.data import load_splits  # noqa: E402
-from mobilenet_lab.errors import Interrupted, run_cli  # noqa: E402
+from mobilenet_lab.errors import Interrupted, Parser, run_cli  # noqa: E402
 from mobilenet_lab.malloc import keep_freed_memory  # noqa: E402
 from mobilenet_lab.model import init_network, seed_everything, set_normalization  # noqa: E402
 from mobilenet_lab.runs import (describe_splits, finish_run, interrupted, make_run_dir, plan_run,  # noqa: E402
@@ -27,9 +27,9 @@ from mobilenet_lab.student import identity  # noqa: E402
 from mobilenet_lab.training import EpochLog, test, train  # noqa: E402
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     who = identity()
-    p = argparse.ArgumentParser(
+    p = Parser(
         description="Train or evaluate a MobileNet-block (or plain conv-block) classifier on an MNIST dataset in "
                     "the assignment's layout (train and test parts: folders or .zip files, each an image folder "
                     "plus a CSV of image name and label).",

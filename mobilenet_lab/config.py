@@ -17,11 +17,12 @@ from .errors import UserError
 PRESETS = {"mobilenet": (1, 6), "conv4": (4, 0)}  # the assignment's two architectures: (conv, ConvDw) blocks
 OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD with Nesterov momentum"}
 LOSSES = ("ce", "weighted-ce", "balanced-softmax", "label-smoothing", "focal")
-BALANCING = ("none", "weighted-loss", "sampler")
+BALANCING = ("none", "sampler")
 KEEP = ("last", "best")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_SIDE, MAX_BLOCKS, MAX_CLASSES = 1024, 64, 1000
+RETIRED = {"erase": 0.0}  # measured, never kept, removed: older files that did not use it still load
 
 
 class SettingError(UserError):
@@ -108,7 +109,7 @@ class Config:
                              metavar="NAME")
     loss: str = setting("balanced-softmax", "ce, weighted-ce, balanced-softmax, label-smoothing or focal "
                                             "(default: balanced-softmax)", choices=LOSSES, metavar="NAME")
-    balance: str = setting("none", "class-imbalance handling: none, weighted-loss or sampler (default: none)",
+    balance: str = setting("none", "class-imbalance handling besides the loss: none, or sampler (class-balanced batches) (default: none)",
                            choices=BALANCING, metavar="HOW")
     weight_decay: float = setting(5e-4, "weight decay of AdamW and SGD (default: 0.0005)", low=0, high=1,
                                   rule="between 0 and 1", example=0.0005, metavar="WD")
@@ -119,8 +120,8 @@ class Config:
         zero="turns weight averaging off", metavar="DECAY")
     keep: str = setting("last", "which epoch's weights to keep: last, or best (the best validation accuracy, "
                                 "the latest among equals) (default: last)", choices=KEEP, metavar="WHICH")
-    augment: bool = setting(True, "turn off the random rotation, shift, scale, shear, elastic distortion and "
-                                  "erasing of training images (default: on)")
+    augment: bool = setting(True, "turn off the random rotation, shift, scale, shear and elastic distortion of "
+                                  "training images (default: on)")
     degrees: float = setting(10.0, "largest random rotation in degrees (default: 10)", low=0, high=90,
                              rule="between 0 and 90 degrees", example=10, zero="rotates nothing", metavar="DEG")
     translate: float = setting(0.1, "largest random shift, as a share of the image side (default: 0.1)",
@@ -136,10 +137,6 @@ class Config:
                                   "(elastic distortion) (default: 1.5)", low=0, high=4,
                              rule="between 0 and 4 pixels", example=1.5, zero="keeps the augmentation affine",
                              metavar="PX")
-    erase: float = setting(0.0, "blank one random box (2-10%% of the image) in this share of the training "
-                                "images (default: 0)", low=0, high=1,
-                           rule="a share of the training images between 0 and 1", example=0.5,
-                           zero="erases nothing", metavar="SHARE")
     seed: int = setting(0, "random seed for splits, weights and batches (default: 0)", low=0, high=2**32 - 1,
                         rule="between 0 and 4294967295", example=0, metavar="N")
     device: str = setting("auto", "auto, cpu, cuda or mps; auto picks CUDA or MPS when present (default: auto)",
@@ -202,6 +199,7 @@ class Config:
     def from_dict(cls, d: dict) -> "Config":
         """A Config from ``as_dict``'s output; names it does not know are refused."""
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if RETIRED.get(k, object()) != v}  # a retired setting left at its off value
         unknown = sorted(set(d) - known)
         if unknown:
             raise UserError(f"unknown settings {', '.join(unknown)}: the file was written by another version")

@@ -1,12 +1,7 @@
-"""The assignment's dataset: a train part and a test part, each a folder or a .zip holding one CSV
-of image name and label plus a folder of images.
-
-Nothing relies on exact names: the parts are found by name ("train", "test"), the CSV and the
-images inside a part by content (zips are read in place), the CSV's columns by header name or
-else by position, and image names may carry their extension or not. Each part is decoded once
-into a uint8 tensor and cached on disk, keyed by the source's content and verified by a
-checksum when read back. :class:`MnistCsvDataset` is a ``torch.utils.data.Dataset`` that splits
-itself into training and validation; its batches are one tensor index each (``__getitems__``).
+"""The assignment's dataset: a train and a test part, each a folder or .zip of one CSV (image name,
+label) and the images. Parts are found by name, the CSV and images by content, columns by header or
+position. Each part is decoded once into a uint8 tensor, cached on disk under a checksum.
+:class:`MnistCsvDataset` is the ``Dataset``; it splits itself into training and validation.
 """
 from __future__ import annotations
 
@@ -353,9 +348,6 @@ def decode_part(path: Path, input_dim: tuple[int, int, int], use_cache: bool = T
     return part
 
 
-# ---------------------------------------------------------------------------------------------
-# The torch Datasets and the train / validation / test splits.
-# ---------------------------------------------------------------------------------------------
 def stratified_pick(y: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices 0..len(y)-1 into (n picked, the rest), keeping class proportions when possible."""
     idx = np.arange(len(y))
@@ -380,11 +372,8 @@ def _count(size, available: int, flag: str, what: str) -> int:
 
 
 class ImageSet(Dataset):
-    """Images (uint8, N x C x H x W) and labels (int64, N) in memory.
-
-    ``dataset[i]`` is ``(image, label)``; ``__getitems__`` serves a DataLoader's whole batch as one
-    tensor index (the DataLoader calls it when present), so a batch is two tensors, not N items.
-    """
+    """Images (uint8, N x C x H x W) and labels (int64, N) in memory; ``__getitems__`` serves a DataLoader's
+    whole batch as one tensor index (the DataLoader calls it when present), not N ``__getitem__`` calls."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -421,14 +410,13 @@ class ImageSet(Dataset):
 
 
 class MnistCsvDataset(ImageSet):
-    """One part of the assignment's dataset (a folder or zip with a CSV and an image folder), decoded
-    once (or loaded from the cache) into ``images`` and ``labels``.
-    """
+    """One part of the assignment's dataset (a folder or zip), decoded once into ``images`` and ``labels``."""
 
     def __init__(self, path: str | Path, input_dim: tuple[int, int, int] = (1, 28, 28), use_cache: bool = True):
         part = decode_part(Path(path), tuple(input_dim), use_cache)
         super().__init__(part.x, part.y)
         self.names, self.source, self.notes = part.names, part.source, part.notes
+
 
 @dataclass
 class Splits:
@@ -447,11 +435,8 @@ class Splits:
 
 def load_splits(data_dir: str | Path, config: Config = Config(), need_train: bool = True,
                 model_path: str | None = None) -> Splits:
-    """Load the dataset at ``data_dir`` and split it as ``config`` says (sizes, input_dim, seed).
-
-    With ``need_train`` off (evaluating a saved model) the train part is not read; ``model_path``
-    names the saved model that fixed ``num_classes``, for the error messages.
-    """
+    """Load the dataset at ``data_dir`` and split it as ``config`` says; without ``need_train`` (evaluating)
+    the train part is not read. ``model_path`` names the saved model that fixed ``num_classes``, for errors."""
     data_dir = Path(data_dir)
     test_part = find_part(data_dir, "test")
     train_part = find_part(data_dir, "train") if need_train else None

@@ -1,6 +1,7 @@
 """One exception type for problems the user can fix, and one place that reports them."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -10,6 +11,14 @@ class UserError(Exception):
 
 class Interrupted(Exception):
     """Ctrl-C stopped a run; the message says what was kept and how to go on."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line on stderr, exit status 2, no usage dump."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def note(message: str) -> None:

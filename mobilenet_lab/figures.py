@@ -1,6 +1,4 @@
-"""The assignment's visualize step: pictures of a trained model and its test-set results.
-
-:func:`visualize` writes these PNG files, in this order:
+"""The assignment's visualize step. :func:`visualize` writes these PNG files:
 
   01_curves.png            training and validation loss and accuracy per epoch, best and kept epochs marked
   02_samples.png           random test images with true label, prediction and confidence
@@ -13,9 +11,8 @@
   09_gradcam.png           Grad-CAM heatmaps over the correct and wrong predictions of 03_predictions.png
   10_activations.png       one test digit's feature maps after every block
 
-The plotting functions take arrays, not networks, so the report draws the same figures from
-stored results; the ``*_data`` functions compute those arrays from a network. Figures are drawn
-on matplotlib's Agg canvas (no display needed) unless ``show=True`` and a display exists.
+The plotters take arrays, so the report draws the same figures from stored results; the ``*_data``
+functions compute those arrays from a network. Figures use the Agg canvas unless ``show=True`` finds a display.
 """
 from __future__ import annotations
 
@@ -55,8 +52,7 @@ FigureFactory = Callable[[tuple[float, float]], Figure]
 def visualize(net: nn.Module, history: dict | None, test_set, pred, out_dir: str | Path, metrics: dict | None = None,
               train_counts: list[int] | None = None, class_names: list[str] | None = None, show: bool = False,
               tsne_samples: int = 2000) -> list[Path]:
-    """Save the figures listed in the module docstring as PNGs in ``out_dir``; return their paths.
-    """
+    """Save the figures listed in the module docstring as PNGs in ``out_dir``; return their paths."""
     images, y_true = test_set.images, test_set.labels.numpy().astype(int)
     y_pred, probs = pred.labels.numpy().astype(int), pred.probs.float().numpy()
     if len(y_true) == 0:
@@ -78,10 +74,8 @@ def visualize(net: nn.Module, history: dict | None, test_set, pred, out_dir: str
         "10_activations": lambda make: plot_activations(make, activation_data(net, images[:1])),
     }
     interactive = show and _interactive_backend()
-    make = _figure_factory(interactive)
-    out_dir = Path(out_dir)
+    make, out_dir, paths = _figure_factory(interactive), Path(out_dir), []
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
     with matplotlib.rc_context(STYLE):
         for name, draw in draws.items():
             draw(make).savefig(out_dir / f"{name}.png", dpi=DPI, facecolor="white")
@@ -128,8 +122,7 @@ def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, k: 
 def _show_image(ax, image) -> None:
     array = np.asarray(image)
     ax.imshow(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def _placeholder(fig: Figure, text: str) -> Figure:
@@ -143,9 +136,6 @@ def _label(names: list[str], y_true: int, y_pred: int, confidence: float) -> str
     return f"true {names[y_true]} · pred {names[y_pred]}\nconfidence {confidence:.1%}"
 
 
-# ---------------------------------------------------------------------------------------------
-# The figures, one function each.
-# ---------------------------------------------------------------------------------------------
 def plot_curves(make: FigureFactory, history: dict) -> Figure:
     """Figure 1: loss and accuracy of training and validation per epoch."""
     epochs = list(history.get("epoch") or [])
@@ -165,9 +155,8 @@ def plot_curves(make: FigureFactory, history: dict) -> Figure:
                        label=f"best validation epoch ({best}{', weights kept' if kept == best else ''})")
         if kept and kept != best:
             ax.axvline(kept, ls=":", color="black", label=f"weights kept (epoch {kept})")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(what.lower() + (" (fraction correct)" if key == "acc" else ""))
-        ax.set_title(f"{what} per epoch")
+        ax.set(xlabel="epoch", ylabel=what.lower() + (" (fraction correct)" if key == "acc" else ""),
+               title=f"{what} per epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
@@ -244,9 +233,7 @@ def plot_confusion(make: FigureFactory, metrics: dict, names: list[str]) -> Figu
         sns.heatmap(data, ax=ax, annot=len(cm) <= 20, fmt=fmt, cmap="Blues", square=True, linewidths=0.4,
                     xticklabels=names, yticklabels=names, cbar_kws={"shrink": 0.8}, vmin=0,
                     vmax=1 if fmt != "d" else None, annot_kws={"fontsize": 6.5 if len(cm) <= 10 else 5})
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(title)
+        ax.set(xlabel="predicted class", ylabel="true class", title=title)
         ax.tick_params(axis="y", rotation=0)
     fig.suptitle(f"Confusion matrix on {metrics['n']:,} test images: accuracy {metrics['accuracy']:.2%}, "
                  f"F1 macro {metrics['f1_macro']:.4f}, MCC {metrics['mcc']:.4f}")
@@ -264,10 +251,9 @@ def plot_per_class(make: FigureFactory, metrics: dict, names: list[str], train_c
     ax.bar_label(bars, fmt="%.3f", fontsize=6, padding=1, rotation=90)
     lowest = min(float(v.min()) for v in scores.values())
     bottom = 0.0 if lowest < 0.5 else np.floor((lowest - 0.02) * 50) / 50  # scores near 1 look alike from 0
-    ax.set_ylim(bottom, 1.0 + 0.12 * (1.0 - bottom))
-    ax.set_ylabel("score" + (f" (axis starts at {bottom:.2f})" if bottom > 0 else ""))
+    ax.set(ylim=(bottom, 1.0 + 0.12 * (1.0 - bottom)), xlabel="class",
+           ylabel="score" + (f" (axis starts at {bottom:.2f})" if bottom > 0 else ""))
     ax.set_xticks(x, names)
-    ax.set_xlabel("class")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower left", ncol=3)
     ax.set_title(f"Per class on the test set (F1 macro {metrics['f1_macro']:.4f})"
@@ -277,7 +263,7 @@ def plot_per_class(make: FigureFactory, metrics: dict, names: list[str], train_c
         ax_counts.bar_label(ax_counts.bar(x, counts, color="0.55"), labels=[f"{c:,}" for c in counts], fontsize=6,
                             padding=1, rotation=90)
         ax_counts.set_xticks(x, names)
-        ax_counts.set_xlabel("class")
+        ax_counts.set(xlabel="class")
         ax_counts.margins(y=0.2)
         ratio = f"{counts.max() / counts.min():.1f}×" if counts.min() > 0 else "∞ (a class has none)"
         ax_counts.set_title(f"Training images per class ({counts.sum():,})\nlargest / smallest = {ratio}")
@@ -322,8 +308,7 @@ def plot_filters(make: FigureFactory, panels: list[tuple[str, np.ndarray]]) -> F
                 image[r * (kh + 1):r * (kh + 1) + kh, c * (kw + 1):c * (kw + 1) + kw] = tiles[r, c]
         limit = float(np.nanmax(np.abs(image))) or 1.0
         shown = ax.imshow(image, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         ax.set_title(title, wrap=True)
         fig.colorbar(shown, ax=ax, shrink=0.6, label="weight")
     fig.suptitle("Learned 3×3 filters (each layer is followed by batch norm and ReLU)")
@@ -337,14 +322,10 @@ def draw_roc(ax, curves: dict[str, tuple], n: int, title: str = "ROC curves, zoo
     for i, (name, (fpr, tpr, _)) in enumerate(curves.items()):
         ax.plot(np.maximum(fpr, lowest), tpr, color=colors[i % len(colors)], lw=1.2, label=name)
     at_one_percent = [float(np.interp(0.01, fpr, tpr)) for fpr, tpr, _ in curves.values()]
-    ax.set_xscale("log")
-    ax.set_xlim(lowest, 1)
-    ax.set_ylim(max(0.0, min(at_one_percent, default=0.0) - 0.02), 1.002)
-    ax.set_xlabel("false positive rate (log scale)")
-    ax.set_ylabel("true positive rate (recall)")
+    ax.set(xscale="log", xlim=(lowest, 1), ylim=(max(0.0, min(at_one_percent, default=0.0) - 0.02), 1.002),
+           xlabel="false positive rate (log scale)", ylabel="true positive rate (recall)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(title="class", ncol=2, loc="lower right")
-    ax.set_title(title)
 
 
 def plot_roc(make: FigureFactory, curves: dict[str, tuple], n: int) -> Figure:
@@ -355,10 +336,9 @@ def plot_roc(make: FigureFactory, curves: dict[str, tuple], n: int) -> Figure:
     colors = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"].colors
     misses = [1 - auc for _, _, auc in curves.values()]
     ax_bar.bar(list(curves), misses, color=[colors[i % len(colors)] for i in range(len(curves))])
-    ax_bar.set_xlabel("class")
-    ax_bar.set_ylabel("1 − AUC")
+    ax_bar.set(xlabel="class", ylabel="1 − AUC",
+               title=f"1 − AUC per class\n(macro AUC {1 - np.mean(misses):.5f})" if misses else "no curves")
     ax_bar.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    ax_bar.set_title(f"1 − AUC per class\n(macro AUC {1 - np.mean(misses):.5f})" if misses else "no curves")
     fig.suptitle(f"ROC curves per class on {n:,} test images, from the softmax probabilities")
     return fig
 
@@ -399,8 +379,7 @@ def draw_tsne(ax, points: np.ndarray, truth: np.ndarray, guess: np.ndarray, name
     if wrong.any():  # rings, not crosses: the class colour of a misclassified point stays visible inside
         ax.scatter(points[wrong, 0], points[wrong, 1], s=size * 4, facecolors="none", edgecolors="black",
                    linewidths=0.7, label=f"misclassified ({int(wrong.sum())})")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     if legend:
         handles = ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="true class", frameon=False)
         for handle in handles.legend_handles:
@@ -418,8 +397,7 @@ def plot_tsne(make: FigureFactory, points: np.ndarray, truth: np.ndarray, guess:
     fig = make((7.0, 5.4))
     ax = fig.subplots()
     draw_tsne(ax, points, truth, guess, names)
-    ax.set_xlabel("t-SNE dimension 1")
-    ax.set_ylabel("t-SNE dimension 2")
+    ax.set(xlabel="t-SNE dimension 1", ylabel="t-SNE dimension 2")
     subset = "all" if n == total else "a random subsample of"
     fig.suptitle(f"t-SNE of the penultimate-layer features (global-average-pooled, {dims}): {n:,} test images, "
                  f"{subset} {total:,}")

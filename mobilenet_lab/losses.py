@@ -11,14 +11,13 @@ from .config import Config
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017): cross-entropy scaled by (1 - p_true)^gamma."""
 
-    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None):
+    def __init__(self, gamma: float = 2.0):
         super().__init__()
         self.gamma = gamma
-        self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(logits, dim=1)
-        ce = F.nll_loss(logp, target, weight=self.weight, reduction="none")
+        ce = F.nll_loss(logp, target, reduction="none")
         p_true = logp.gather(1, target[:, None]).squeeze(1).exp()
         return ((1 - p_true) ** self.gamma * ce).mean()
 
@@ -44,14 +43,12 @@ def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def make_loss(config: Config, train_y: torch.Tensor, num_classes: int) -> nn.Module:
-    """``config.loss`` for these training labels; ``weighted-ce`` or ``balance="weighted-loss"`` weight the
-    classes by inverse frequency."""
-    weighted = config.loss == "weighted-ce" or config.balance == "weighted-loss"
-    weight = class_weights(train_y, num_classes) if weighted else None
+    """``config.loss`` for these training labels; ``weighted-ce`` weights the classes by inverse frequency."""
     if config.loss == "focal":
-        return FocalLoss(weight=weight)
+        return FocalLoss()
     if config.loss == "balanced-softmax":
         return BalancedSoftmaxLoss(torch.bincount(train_y, minlength=num_classes))
+    weight = class_weights(train_y, num_classes) if config.loss == "weighted-ce" else None
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1 if config.loss == "label-smoothing" else 0.0)
 
 

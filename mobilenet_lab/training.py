@@ -1,11 +1,8 @@
 """Training and testing: ``train`` and ``test`` with the assignment's signatures.
 
-The training images stay in memory as a uint8 :class:`~mobilenet_lab.data.ImageSet`; a
-``DataLoader`` draws each batch with one tensor index (``ImageSet.__getitems__``), the batch
-is augmented as a whole on the tensor (augment.py) and fed to the network in channels_last
-layout, which runs the depthwise convolutions about twice as fast as contiguous on a CPU
-(``python -m mobilenet_lab bench`` measures both). What a run does besides training (saving
-checkpoints, printing, progress bars, studies that follow every step) are callbacks.
+A ``DataLoader`` draws each batch from the uint8 ImageSet with one tensor index, the batch is augmented
+as a whole (augment.py) and fed in channels_last layout, which runs the depthwise convolutions faster on
+a CPU (the benchmark measures it). Saving, printing and studies that follow every step are callbacks.
 """
 from __future__ import annotations
 
@@ -33,13 +30,9 @@ MEMORY_FORMAT = torch.channels_last
 CHECK_BN_IMAGES = 1024  # validation re-measures batch-norm statistics on this many training images first
 
 
-# ---------------------------------------------------------------------------------------------
-# Evaluation.
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class Predictions:
-    """What :func:`test` returns: predicted labels, class probabilities, and (when the true labels
-    were given) the mean cross-entropy loss and the accuracy over all samples."""
+    """What :func:`test` returns: labels, class probabilities, and with true labels the mean loss and accuracy."""
     labels: torch.Tensor
     probs: torch.Tensor
     loss: float | None = None
@@ -54,11 +47,8 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 128,
              fuse: bool = True) -> Predictions:
-    """Run ``net`` over ``x`` in eval mode (always in float32); cross-entropy loss and accuracy over samples.
-
-    Batches of 128 keep the activations in the CPU's caches. A MobileNetLab runs as a copy with its
-    batch norms folded into the convolutions (``fused_for_inference``) unless ``fuse`` is off.
-    """
+    """Run ``net`` over ``x`` in eval mode and float32, as a copy with batch norms folded in unless ``fuse``
+    is off; batches of 128 keep the activations in the CPU's caches."""
     net.eval()
     if fuse and isinstance(net, MobileNetLab):
         net = fused_for_inference(net)
@@ -82,8 +72,7 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, bat
 
 def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
          test_set_y: torch.Tensor | None = None) -> Predictions:
-    """Predict the classes of ``test_set_x`` with a trained network.
-    """
+    """Predict the classes of ``test_set_x`` with ``net`` (or with the weights of the saved ``model``)."""
     if model is not None:
         load_weights_into(net, model)
     if test_set_x is None:
@@ -91,9 +80,6 @@ def test(net: nn.Module, model=None, test_set_x: torch.Tensor | None = None,
     return evaluate(net, test_set_x, test_set_y)
 
 
-# ---------------------------------------------------------------------------------------------
-# The weight average and the batch-norm statistics of averaged weights.
-# ---------------------------------------------------------------------------------------------
 def warm_up_share(steps: int, decay: float) -> float:
     """The share of the current weights in the average's ``steps``-th update: 1 - min(decay, (1+n)/(10+n))."""
     return 1.0 - min(decay, (1 + steps) / (10 + steps))
@@ -101,8 +87,7 @@ def warm_up_share(steps: int, decay: float) -> float:
 
 @torch.no_grad()
 def blend_into(average, current, share: float) -> None:
-    """Move every floating-point tensor of ``average`` ``share`` of the way to its partner in ``current``;
-    copy the others (counters such as num_batches_tracked)."""
+    """Move each float tensor of ``average`` ``share`` of the way to ``current``'s; copy the counters."""
     for avg, now in zip(average, current):
         if avg.is_floating_point():
             avg.lerp_(now, share)
@@ -111,11 +96,8 @@ def blend_into(average, current, share: float) -> None:
 
 
 class WeightAverage:
-    """An exponential moving average of a network's weights (Polyak averaging, "EMA" in timm).
-
-    After every optimiser step the averaged copy moves ``warm_up_share`` of the way to the trained
-    weights, so early weights fade quickly and the average smooths out single steps later on.
-    """
+    """An exponential moving average of a network's weights ("EMA" in timm): after each step the copy moves
+    ``warm_up_share`` of the way to the trained weights, so early weights fade fast and later steps smooth out."""
 
     def __init__(self, net: nn.Module, decay: float):
         self.module, self.decay, self.steps = copy.deepcopy(net), decay, 0
@@ -129,26 +111,17 @@ class WeightAverage:
 
 @torch.no_grad()
 def recalibrate_batch_norm(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Measure the batch-norm statistics of ``net``'s weights afresh on the images ``x`` (no augmentation):
-    one pass in train mode, every batch weighted alike (``torch.optim.swa_utils.update_bn``).
-
-    The running statistics gathered during training lag the weights (most at the schedule's peak,
-    where a few hundred steps can make them useless), and an average of weights averages the
-    statistics of networks it is not; both judge the weights worse than they are.
-    """
+    """Measure the batch-norm statistics of ``net``'s weights afresh on ``x`` (``swa_utils.update_bn``): the
+    running ones lag the weights at the schedule's peak, and an average of weights has none of its own."""
     device = next(net.parameters()).device
     torch.optim.swa_utils.update_bn((to_device(x[i:i + batch_size], device) for i in range(0, len(x), batch_size)),
                                     net)
     return net
 
 
-# ---------------------------------------------------------------------------------------------
-# Training.
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class History:
-    """Per-epoch figures of a run (losses are means over samples; training figures are measured on the
-    augmented batches as trained on), the best validation epoch and the epoch whose weights were kept."""
+    """Per-epoch figures (training ones on the augmented batches), the best validation epoch and the kept one."""
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
@@ -177,8 +150,7 @@ def whole_batch(batch):
 
 
 class EpochOrder(Sampler):
-    """Each epoch's sample order, drawn from ``generator`` (whose state a resumed run restores): a
-    permutation, or with ``balanced`` class-balanced draws with replacement (``--balance sampler``)."""
+    """Each epoch's order from ``generator`` (a resume restores it): a permutation, or class-balanced draws."""
 
     def __init__(self, labels: torch.Tensor, balanced: bool, generator: torch.Generator):
         self.labels, self.balanced, self.generator = labels, balanced, generator
@@ -205,8 +177,8 @@ class TrainingDiverged(UserError):
 
 
 class Run:
-    """The state of one training run: network, optimiser, schedule, weight average, random generator,
-    history and the best epoch's weights; ``state_dict`` is what ``--resume`` continues from."""
+    """One training run's state (network, optimiser, schedule, average, generator, history, best weights);
+    ``state_dict`` is what ``--resume`` continues from."""
 
     def __init__(self, net: nn.Module, config: Config, train_y: torch.Tensor, steps_per_epoch: int):
         self.net, self.config, self.device = net, config, next(net.parameters()).device
@@ -238,8 +210,7 @@ class Run:
         self.step_seconds = time.perf_counter() - self.epoch_started - self.callback_seconds
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        """One optimiser step on a batch (the forward pass in bfloat16 autocast when asked); the loss is
-        checked before the update."""
+        """One optimiser step (the forward pass in bfloat16 autocast when asked); the loss is checked first."""
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             logits = self.net(xb).float()
         loss = self.loss_fn(logits, yb)
@@ -259,8 +230,7 @@ class Run:
         self.correct += int((logits.argmax(1) == yb).sum())
 
     def validate(self, valid_x: torch.Tensor, valid_y: torch.Tensor, train_x: torch.Tensor) -> Predictions:
-        """Judge a copy of the kept weights with batch-norm statistics measured on CHECK_BN_IMAGES
-        training images: the running statistics lag the weights at the schedule's peak."""
+        """Judge a copy of the kept weights with batch-norm statistics measured on CHECK_BN_IMAGES training images."""
         judge = copy.deepcopy(self.judged)
         recalibrate_batch_norm(judge, train_x[::max(1, len(train_x) // CHECK_BN_IMAGES)][:CHECK_BN_IMAGES])
         return evaluate(judge, valid_x, valid_y)
@@ -280,8 +250,7 @@ class Run:
             self.best_state = {k: v.detach().clone() for k, v in self.judged.state_dict().items()}
 
     def finish(self, train_x: torch.Tensor, valid_x: torch.Tensor, valid_y: torch.Tensor) -> History:
-        """Put the kept epoch's weights into the network, measure their batch-norm statistics on all the
-        training images, and judge them once more."""
+        """Put the kept epoch's weights into the network, re-measure batch norm on all training images, judge."""
         h = self.history
         h.kept_epoch = h.best_epoch if self.config.keep == "best" else self.epoch
         self.net.load_state_dict(self.best_state if self.config.keep == "best" else self.judged.state_dict())
@@ -330,14 +299,11 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor, 
           valid_set_y: torch.Tensor, learning_rate: float | None = None, training_epochs: int | None = None,
           loss_func: str | None = None, optimizer: str | None = None, config: Config = Config(),
           callbacks: tuple | list = (), resume: dict | None = None) -> Trained:
-    """Train ``net`` and return it with its :class:`History`, holding the weights of its last epoch
-    (``config.keep="last"``) or of its best validation epoch (``"best"``).
+    """Train ``net``; return it, holding its last (``config.keep="last"``) or best epoch's weights, and its History.
 
-    ``learning_rate`` (the one-cycle schedule's peak), ``training_epochs``, ``loss_func`` (a loss
-    name) and ``optimizer`` (an optimiser name) are the assignment's arguments; given, they replace
-    ``config``'s, which holds every other setting. ``callbacks`` get ``on_epoch_start``, ``on_step``
-    and ``on_epoch_end`` with the :class:`Run` (their time is not counted as training time);
-    ``resume`` is a ``Run.state_dict()`` to continue from, to the result an uninterrupted run reaches.
+    The assignment's arguments, when given, replace ``config``'s settings (``learning_rate`` is the one-cycle
+    peak). ``callbacks`` get each hook with the :class:`Run` (their time is not training time); ``resume`` is a
+    ``Run.state_dict()`` to continue from, to the figures an uninterrupted run reaches.
     """
     given = dict(learning_rate=learning_rate, epochs=training_epochs, loss=loss_func, optimizer=optimizer)
     config = replace(config, **{k: v for k, v in given.items() if v is not None})

@@ -175,7 +175,7 @@ def test_bad_datasets(kind, tmp_path, tiny_data):
     (["--data", "{tiny}", "--train", "--out", "{tmp}/file.txt/run"], "cannot write to the output folder"),
     (["--data", "{tiny}", "--train", "--elastic", "9"], "--elastic 9 must be between 0 and 4"),
     (["--data", "{tiny}", "--train", "--elastic", "-1"], "--elastic -1 must be between 0 and 4"),
-    (["--data", "{tiny}", "--train", "--erase", "1.5"], "--erase 1.5 must be a share of the training images"),
+    (["--data", "{tiny}", "--train", "--erase", "0.5"], "unrecognized arguments: --erase"),
     (["--data", "{tiny}", "--train", "--shear", "60"], "--shear 60 must be between 0 and 45 degrees"),
     (["--data", "{tiny}", "--train", "--average-decay", "1.5"], "--average-decay 1.5 must be at least 0"),
 ])

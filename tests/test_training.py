@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mobilenet_lab.augment import ERASE_AREA, augment, random_distort, random_erase  # noqa: E402
+from mobilenet_lab.augment import augment, random_distort  # noqa: E402
 from mobilenet_lab.config import Config  # noqa: E402
 from mobilenet_lab.errors import UserError  # noqa: E402
 from mobilenet_lab.model import init_network  # noqa: E402
@@ -93,7 +93,7 @@ def test_shear_slants_vertical_strokes_and_keeps_horizontal_ones_level():
 
 
 @pytest.mark.parametrize("setting, match", [({"elastic": v}, "elastic") for v in (-0.5, 4.5, float("nan"))]
-                         + [({"erase": v}, "erase") for v in (-0.1, 1.5, float("nan"))]
+                         + [({"degrees": v}, "degrees") for v in (-0.1, 91.0, float("nan"))]
                          + [({"shear": v}, "shear") for v in (-1.0, 50.0, float("nan"))]
                          + [({"average_decay": v}, "average_decay") for v in (1.0, -0.5, 1.5)]
                          + [({"keep": "final"}, "choose one of last, best"), ({"epochs": 0}, "epochs"),
@@ -110,9 +110,9 @@ def test_the_config_check_names_the_flag_or_the_field_and_accepts_the_limits():
     from mobilenet_lab.config import add_flags, from_flags
     with pytest.raises(UserError, match=r"^shear 50 must be between 0 and 45 degrees, e\.g\. 15 \(0 slants nothing\)$"):
         Config(shear=50.0)
-    with pytest.raises(UserError, match=r"^erase nan must be a share of the training images between 0 and 1"):
-        Config(elastic=1.5, erase=float("nan"))
-    Config(elastic=0.0, shear=45.0, erase=1.0, average_decay=0.0)  # the limits themselves are allowed
+    with pytest.raises(UserError, match=r"^translate nan must be a share of the image side between 0 and 0\.5"):
+        Config(elastic=1.5, translate=float("nan"))
+    Config(elastic=0.0, shear=45.0, translate=0.5, average_decay=0.0)  # the limits themselves are allowed
     parser = argparse.ArgumentParser()
     add_flags(parser, {})
     with pytest.raises(UserError, match=r"^--shear 50 must be between 0 and 45 degrees"):
@@ -121,33 +121,6 @@ def test_the_config_check_names_the_flag_or_the_field_and_accepts_the_limits():
     assert (config.learning_rate, config.augment, config.val_size, given) == (
         0.01, False, 0.1, {"learning_rate", "augment", "val_size"})
     assert Config.from_dict(config.as_dict()) == config
-
-
-def test_random_erasing_blanks_one_box_of_the_stated_size_in_the_stated_share():
-    x = torch.rand(2000, 1, 28, 28) + 0.1  # no pixel is 0 before erasing
-    out = random_erase(x, torch.Generator().manual_seed(0), 0.5)
-    blank = out == 0
-    erased = blank.flatten(1).any(1)
-    assert 0.45 < erased.float().mean() < 0.55
-    assert torch.equal(out[~erased], x[~erased])
-    for mask in blank[erased][:200, 0]:
-        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-        box = torch.zeros_like(mask)
-        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
-        assert torch.equal(mask, box)  # one solid rectangle
-        area = int(mask.sum()) / mask.numel()
-        assert 0.5 * ERASE_AREA[0] <= area <= 1.5 * ERASE_AREA[1]  # rounding to whole pixels
-    assert torch.equal(random_erase(x, torch.Generator().manual_seed(0), 0.0), x)
-    assert (random_erase(x, torch.Generator().manual_seed(0), 1.0) == 0).flatten(1).any(1).all()
-
-
-def test_a_batch_is_erased_after_its_distortion_which_stays_as_it_was():
-    x = torch.randint(1, 256, (16, 1, 28, 28), dtype=torch.uint8)
-    plain = augment(x, torch.Generator().manual_seed(0), Config(elastic=1.0))
-    erased = augment(x, torch.Generator().manual_seed(0), Config(elastic=1.0, erase=1.0))
-    changed = plain != erased
-    assert changed.flatten(1).any(1).all()  # every image lost a box
-    assert (erased[changed] == 0).all()  # and nothing else changed
 
 
 def test_the_average_follows_the_formula_with_its_warm_up():

@@ -37,7 +37,7 @@ import torch
 
 from ..config import OPTIMIZERS, PRESETS, Config, add_flags, from_flags
 from ..data import decode_part, find_part, load_splits
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..files import write_json
 from ..augment import augment
 from ..model import (ConvBNReLU, ConvDw, count_parameters, cpu_has_bf16, init_network, seed_everything,
@@ -254,8 +254,8 @@ def _root_script(folder: Path | None) -> Path:
     return scripts[0]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab bench", description=__doc__.split("\n\n")[0])
+def build_parser() -> Parser:
+    p = Parser(prog="python -m mobilenet_lab bench", description=__doc__.split("\n\n")[0])
     groups = {"benchmark": p.add_argument_group("benchmark")}
     b = groups["benchmark"]
     b.add_argument("--data", metavar="DIR", required=True, type=Path, help="dataset in the assignment's layout, e.g. ./mnist")

@@ -1,11 +1,8 @@
-"""Report.pdf from the stored results alone (``results/``): the hand-written text of each section
-(``report_text/*.md``), its numbers filled in from the results by name, with figures and tables
-drawn from the stored figures and arrays.
+"""Report.pdf from the stored results alone (``results/``) and the hand-written ``report_text/*.md``.
 
-A section file is plain text: ``# Heading`` and ``## Subheading`` lines, paragraphs, ``- `` bullets,
-and ``[[figure NAME: caption]]`` / ``[[table NAME: caption]]`` lines where a figure or table goes.
-A number in the text is a placeholder such as ``{mobilenet.test_accuracy:.2%}``; one that names no
-result stops the build with the file and the placeholder named.
+A section file holds ``# Heading`` / ``## Subheading`` lines, paragraphs, ``- `` bullets and ``[[figure NAME:
+caption]]`` / ``[[table NAME: caption]]`` lines. Every number is a placeholder such as
+``{mobilenet.test_accuracy:.2%}`` or ``{figure.grid}``; one that names no result stops the build.
 """
 from __future__ import annotations
 
@@ -44,9 +41,6 @@ MOBILE_COLOR, CONV_COLOR = "#1f6fb4", "#d9731a"
 NAMES = [str(i) for i in range(10)]
 
 
-# ---------------------------------------------------------------------------------------------
-# The results, and the facts the text names.
-# ---------------------------------------------------------------------------------------------
 def load_results(folder: Path) -> dict:
     try:
         res = {"plan": json.loads((folder / "plan.json").read_text()),
@@ -75,8 +69,7 @@ def arch_key(config: dict) -> str:
     return f"c{c.block_counts[0]}m{c.block_counts[1]}"
 
 
-def _ns(**values) -> SimpleNamespace:
-    return SimpleNamespace(**values)
+_ns = SimpleNamespace
 
 
 def facts(res: dict) -> dict[str, SimpleNamespace]:
@@ -210,9 +203,6 @@ def fill(text: str, known: dict, where: str) -> str:
     return text.format(**known)
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures and tables from the stored results.
-# ---------------------------------------------------------------------------------------------
 def _make(size) -> Figure:
     return Figure(figsize=size, layout="constrained")
 
@@ -228,15 +218,11 @@ def fig_curves(res: dict) -> Figure:
             h = res["main"][arch]["history"]
             ax.plot(h["epoch"], h[f"val_{key}"], "o-", ms=3, color=color, label=f"{arch}: validation")
             ax.plot(h["epoch"], h[f"train_{key}"], "--", color=color, alpha=0.6, label=f"{arch}: training (augmented)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(what)
+        ax.set(xlabel="epoch", ylabel=what, **({"ylim": (0.95, 1.0)} if key == "acc" else {"yscale": "log"}))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if key == "acc":
-            ax.set_ylim(0.95, 1.0)
             ax.legend()
-        else:
-            ax.set_yscale("log")
     return fig
 
 
@@ -254,19 +240,14 @@ def fig_grid(res: dict) -> Figure:
             ax.text(j, i, f"{v:.4f}", ha="center", va="center", fontsize=7, color="white" if v < np.nanmean(table) else "black")
     ax.set_xticks(range(len(mobiles)), mobiles)
     ax.set_yticks(range(len(convs)), convs)
-    ax.set_xlabel("ConvDw blocks")
-    ax.set_ylabel("conv blocks")
-    ax.set_title("test accuracy")
+    ax.set(xlabel="ConvDw blocks", ylabel="conv blocks", title="test accuracy")
     fig.colorbar(shown, ax=ax, shrink=0.8)
     for (c, m), r in runs.items():  # errors on a log scale: the good networks differ by tenths of a percent
         flops, error = res["costs"][f"c{c}m{m}"]["flops"] / 1e6, 1 - r["metrics"]["accuracy"]
         ax2.scatter(flops, error, color=CONV_COLOR if m == 0 else MOBILE_COLOR, s=18)
         ax2.annotate(f"{c}+{m}", (flops, error), fontsize=7, xytext=(3, 2), textcoords="offset points")
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("MFLOPs per image (log scale)")
-    ax2.set_ylabel("test error (log scale)")
-    ax2.set_title("error against cost (conv + ConvDw blocks)")
+    ax2.set(xscale="log", yscale="log", xlabel="MFLOPs per image (log scale)", ylabel="test error (log scale)",
+            title="error against cost (conv + ConvDw blocks)")
     ax2.grid(alpha=0.3)
     return fig
 
@@ -282,9 +263,7 @@ def fig_confusion(res: dict) -> Figure:
                     color="0.4" if i == j else ("white" if v > off.max() / 2 else "black"))
         ax.set_xticks(range(10), NAMES)
         ax.set_yticks(range(10), NAMES)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(f"{arch}: {int(off.sum())} errors")
+        ax.set(xlabel="predicted class", ylabel="true class", title=f"{arch}: {int(off.sum())} errors")
         fig.colorbar(shown, ax=ax, shrink=0.75, label="errors (off the diagonal)")
     return fig
 
@@ -319,8 +298,7 @@ def fig_activations(res: dict, arch: str) -> Figure:
     m, a = res["main"][arch], res["arrays"][arch]
     layers = [(m[f"activations{k}_title"], a[f"activations{k}"].astype(np.float32)) for k in range(20)
               if f"activations{k}" in a]
-    fig = viz.plot_activations(lambda size: _make((size[0], size[1] * 0.8)), layers)
-    return fig
+    return viz.plot_activations(lambda size: _make((size[0], size[1] * 0.8)), layers)
 
 
 def fig_roc(res: dict) -> Figure:
@@ -339,8 +317,7 @@ def fig_auc_bars(res: dict) -> Figure:
         misses = [1 - res["main"][arch]["metrics"]["roc_auc_per_class"][n] for n in NAMES]
         ax.bar(x + (k - 0.5) * 0.4, misses, width=0.4, color=color, label=arch)
     ax.set_xticks(x, NAMES)
-    ax.set_xlabel("class")
-    ax.set_ylabel("1 − AUC")
+    ax.set(xlabel="class", ylabel="1 − AUC")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
@@ -373,12 +350,9 @@ def fig_sweeps(res: dict) -> Figure:
         else:
             ax.plot(range(len(points)), [a for _, a in points], "o-", color=MOBILE_COLOR)
             ax.set_xticks(range(len(points)), [p for p, _ in points])
-        low = min(a for _, a in points)
-        ax.set_ylim(max(0, low - 0.01), 1.0)
-        ax.set_title(title)
+        ax.set(ylim=(max(0, min(a for _, a in points) - 0.01), 1.0), title=title,
+               ylabel="test accuracy" if ax in (axes[0], axes[3]) else "")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
-    axes[3].set_ylabel("test accuracy")
     axes[0].legend(loc="lower left")
     return fig
 
@@ -475,9 +449,6 @@ TABLES = {"headline": tab_headline, "setup": tab_setup, "blocks": tab_blocks, "r
           "sweeps": tab_sweeps, "recipe": tab_recipe, "not_kept": tab_not_kept}
 
 
-# ---------------------------------------------------------------------------------------------
-# The document.
-# ---------------------------------------------------------------------------------------------
 def _styles() -> dict[str, ParagraphStyle]:
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu, as in the figures: ×, −, → and the like
     for name, file in (("Sans", "DejaVuSans.ttf"), ("Sans-Bold", "DejaVuSans-Bold.ttf"),

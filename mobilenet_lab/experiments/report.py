@@ -28,7 +28,7 @@ import torch
 from ..checkpoint import TrainingSaver, open_checkpoint, read_resume_state
 from ..config import LOSSES, PRESETS, Config
 from ..data import MnistCsvDataset, find_part, load_splits
-from ..errors import Interrupted, UserError, note, run_cli
+from ..errors import Interrupted, Parser, UserError, note, run_cli
 from ..figures import activation_data, filter_data, gradcam_data, pick_examples, tsne_data
 from ..files import write_json
 from ..malloc import keep_freed_memory
@@ -307,8 +307,8 @@ def describe_data(data: Path, quick: bool, idx: Path | None) -> dict:
             "imbalance": max(counts) / max(min(counts), 1), "side": splits.test.images.shape[-1]}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab report", description=__doc__.split("\n\n")[0])
+def build_parser() -> Parser:
+    p = Parser(prog="python -m mobilenet_lab report", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", metavar="DIR", type=Path, help="the dataset, e.g. ./mnist from prepare (default: the "
                    "embedded sample; with --quick a 400/100/200-image cut of it)")
     p.add_argument("--idx", metavar="DIR", type=Path, help="the MNIST IDX files the dataset was built from, e.g. "

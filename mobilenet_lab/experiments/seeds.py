@@ -23,7 +23,7 @@ import torch
 
 from ..config import Config, add_flags, from_flags
 from ..data import Splits, load_splits
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..files import write_json
 from ..metrics import compute_metrics
 from ..model import init_network, seed_everything, set_normalization
@@ -64,8 +64,8 @@ def run_seed(data: Path, config: Config, idx: Path | None = None, split_seed: in
     return result
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab seeds", description=__doc__.split("\n\n")[0])
+def build_parser() -> Parser:
+    p = Parser(prog="python -m mobilenet_lab seeds", description=__doc__.split("\n\n")[0])
     groups = {"study": p.add_argument_group("study")}
     s = groups["study"]
     s.add_argument("--data", metavar="DIR", type=Path, required=True, help="dataset folder from prepare (required)")

@@ -26,7 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..limits import MAX_IMAGE_BYTES, TooLarge
 from .predict import DEFAULT_MODEL, Classifier, cam_picture, model_input_picture, png_data_url
 from .preprocess import read_image
@@ -208,7 +208,7 @@ def make_server(classifier: Classifier, host: str = "127.0.0.1", port: int = 800
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mobilenet_lab demo",
         description="Serve a local page where you draw a digit (mouse or touch) or drop a picture and see the "
                     "prediction, every class's probability and the Grad-CAM heatmap.")

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import load
 from ..config import PRESETS, SettingError, parse_input_dim
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..model import ConvBNReLU, ConvDw, MobileNetLab, count_parameters, init_network
 
 
@@ -133,7 +133,7 @@ def format_table(net: MobileNetLab, rows: list[LayerCost]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     conv, mobile = PRESETS["mobilenet"]
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab explain", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m mobilenet_lab explain", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", metavar="PATH", type=Path, help="explain this saved model (default: build the network "
                    "from the block counts)")
     p.add_argument("--conv-blocks", metavar="N", type=int, help=f"conv blocks of the network to build (default: {conv})")

@@ -21,7 +21,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ..checkpoint import open_checkpoint
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..gradcam import grad_cam
 from ..training import evaluate
 from .preprocess import read_image, to_model_input
@@ -136,7 +136,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab predict", description="Classify pictures of "
+    p = Parser(prog="python -m mobilenet_lab predict", description="Classify pictures of "
                                 "handwritten digits (any size or colour, photos of paper too) with a saved model, each "
                                 "converted the way MNIST was made.")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="picture files, or folders of pictures")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..sample import build_sample, imbalanced_subset, load_idx_mnist, load_sample_digits, row_hashes, write_part
 
 def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: int = 0,
@@ -45,7 +45,7 @@ def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab prepare",
+    p = Parser(prog="python -m mobilenet_lab prepare",
                                 description="Write an imbalanced MNIST dataset in the assignment's layout "
                                             "(train.zip, test.zip).")
     p.add_argument("--out", required=True, metavar="DIR", type=Path, help="folder to write train.zip and test.zip into")

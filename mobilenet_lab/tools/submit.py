@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from pypdf import PdfReader
 
 from ..checkpoint import read_checkpoint
-from ..errors import UserError, run_cli
+from ..errors import Parser, UserError, run_cli
 from ..experiments.pdf import build_pdf
 from ..files import atomic_write
 from ..student import PLACEHOLDER, identity
@@ -336,7 +336,7 @@ def format_rules(rules: list[Rule]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mobilenet_lab submit", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m mobilenet_lab submit", description=__doc__.split("\n\n")[0])
     p.add_argument("--name", metavar="FIRST", help="your first name (default: student.json's)")
     p.add_argument("--roll-number", metavar="ROLL", help="your roll number (default: student.json's)")
     p.add_argument("--root", metavar="DIR", type=Path, default=PROJECT, help="the project to package (default: this one)")
