@@ -4,8 +4,6 @@ shift, scale and shear (one affine map) and a smooth elastic bend.
 Working on the whole batch at once (one ``grid_sample``) is what keeps the data wait of a
 training step small: there is no per-image Python work left to parallelise.
 """
-from __future__ import annotations
-
 import math
 
 import torch

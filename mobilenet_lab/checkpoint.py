@@ -6,8 +6,6 @@ rebuild and use the model: the architecture, the weights (input normalisation in
 class names, the run's Config, its history and metrics, and the library versions. Its whole
 structure is checked before anything is built from it. Every write is atomic (files.py).
 """
-from __future__ import annotations
-
 import pickle
 import platform
 import zipfile

@@ -6,8 +6,6 @@ reads them back (``from_dict``), and the report, the benchmark and the seeds stu
 by overriding some of them (``dataclasses.replace``). ``validate`` is the only range check; it
 runs whenever a Config is made, so code below the command line never checks a setting again.
 """
-from __future__ import annotations
-
 import argparse
 import math
 from dataclasses import asdict, dataclass, field, fields

@@ -3,8 +3,6 @@ label) and the images. Parts are found by name, the CSV and images by content, c
 position. Each part is decoded once into a uint8 tensor, cached on disk under a checksum.
 :class:`MnistCsvDataset` is the ``Dataset``; it splits itself into training and validation.
 """
-from __future__ import annotations
-
 import hashlib
 import io
 import os
@@ -395,7 +393,7 @@ class ImageSet(Dataset):
     def class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
-    def split(self, val_size=None, seed: int = 0, train_size=None) -> tuple[ImageSet, ImageSet]:
+    def split(self, val_size=None, seed: int = 0, train_size=None) -> tuple["ImageSet", "ImageSet"]:
         """(training, validation): validation first (stratified, seeded; default 2% but at least 300 images
         and at most a fifth of the part), then ``train_size`` of the rest for training."""
         n = len(self)

@@ -1,6 +1,4 @@
 """One exception type for problems the user can fix, and one place that reports them."""
-from __future__ import annotations
-
 import argparse
 import sys
 

@@ -1,21 +1,7 @@
-"""The assignment's visualize step. :func:`visualize` writes these PNG files:
-
-  01_curves.png            training and validation loss and accuracy per epoch, best and kept epochs marked
-  02_samples.png           random test images with true label, prediction and confidence
-  03_predictions.png       4 correct predictions and the 4 wrong ones the model was most confident about
-  04_confusion_matrix.png  the confusion matrix, counts and row-normalised (seaborn heatmaps)
-  05_per_class.png         precision, recall and F1 per class, beside the training class counts
-  06_filters.png           learned 3x3 filters: the first layer's and the last block's
-  07_roc.png               one-vs-rest ROC curves on a log scale, and 1 - AUC per class
-  08_tsne.png              t-SNE map of the penultimate-layer features of (a subsample of) the test set
-  09_gradcam.png           Grad-CAM heatmaps over the correct and wrong predictions of 03_predictions.png
-  10_activations.png       one test digit's feature maps after every block
-
-The plotters take arrays, so the report draws the same figures from stored results; the ``*_data``
-functions compute those arrays from a network. Figures use the Agg canvas unless ``show=True`` finds a display.
-"""
-from __future__ import annotations
-
+"""The assignment's visualize step: :func:`visualize` writes 01_curves.png ... 10_activations.png (one
+``plot_*`` function each). The plotters take arrays, so the report draws the same figures from stored
+results; the ``*_data`` functions compute those arrays from a network. Figures use the Agg canvas unless
+``show=True`` finds a display."""
 import os
 import sys
 from collections.abc import Callable
@@ -52,7 +38,7 @@ FigureFactory = Callable[[tuple[float, float]], Figure]
 def visualize(net: nn.Module, history: dict | None, test_set, pred, out_dir: str | Path, metrics: dict | None = None,
               train_counts: list[int] | None = None, class_names: list[str] | None = None, show: bool = False,
               tsne_samples: int = 2000) -> list[Path]:
-    """Save the figures listed in the module docstring as PNGs in ``out_dir``; return their paths."""
+    """Save the ten figures as PNGs in ``out_dir``; return their paths."""
     images, y_true = test_set.images, test_set.labels.numpy().astype(int)
     y_pred, probs = pred.labels.numpy().astype(int), pred.probs.float().numpy()
     if len(y_true) == 0:

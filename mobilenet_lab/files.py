@@ -5,8 +5,6 @@ in the target's folder, which is then renamed over the target. A failed write re
 temporary file, and a full disk is named as such. Temporary files that a killed process left
 behind are removed by the next write to the same target.
 """
-from __future__ import annotations
-
 import errno
 import io
 import json

@@ -7,8 +7,6 @@ For a chosen layer with activations A (channels k, map u x v) and a class score 
 map is ReLU(sum_k w_k A_k) with w_k the spatial mean of dy_c/dA_k, upsampled bilinearly
 to the input size and scaled to [0, 1] per image.
 """
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -5,8 +5,6 @@ pixels from its header and a run's memory from its shapes, so a hostile or damag
 refused with one line instead of filling the memory. The dataset loader, predict, prepare
 and the demo use the same limits.
 """
-from __future__ import annotations
-
 import io
 import os
 import warnings

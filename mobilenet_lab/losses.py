@@ -1,6 +1,4 @@
 """The loss functions by name (``--loss``) and the optimisers (``--optimizer``)."""
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -9,8 +9,6 @@ root script and ``python -m mobilenet_lab``), first thing; the library itself ne
 (docs/benchmarks.md). Elsewhere than glibc this does nothing; so does the environment variable
 ``MOBILENET_LAB_MALLOC=default``.
 """
-from __future__ import annotations
-
 import ctypes
 import ctypes.util
 import functools

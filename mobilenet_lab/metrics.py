@@ -3,8 +3,6 @@
 Every figure is over samples (never an average of batch figures), with y_true first. ROC AUC
 is one-vs-rest from the softmax probabilities, not from hard labels.
 """
-from __future__ import annotations
-
 import warnings
 
 import numpy as np

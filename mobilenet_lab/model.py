@@ -5,8 +5,6 @@ pooling -> fc. Both block kinds are built from one conv + BatchNorm + ReLU unit,
 :class:`ConvBNReLU` (what torchvision's ``Conv2dNormActivation`` builds, with the same
 parameter names; written here so that loading a model does not import torchvision).
 """
-from __future__ import annotations
-
 import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path

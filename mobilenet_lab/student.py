@@ -2,8 +2,6 @@
 
 The submission packager writes that file; ``--name`` and ``--roll-number`` override it.
 """
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -4,8 +4,6 @@ A ``DataLoader`` draws each batch from the uint8 ImageSet with one tensor index,
 as a whole (augment.py) and fed in channels_last layout, which runs the depthwise convolutions faster on
 a CPU (the benchmark measures it). Saving, printing and studies that follow every step are callbacks.
 """
-from __future__ import annotations
-
 import copy
 import math
 import sys

@@ -31,13 +31,29 @@ from test_cli import ROOT, SCRIPT, assert_clean_failure, run_here
 MEMORY_LIMIT = 6 * 2**30  # address space; importing torch alone takes about 3.5 GB of it
 
 
+# With FAULT_PEAKS=FILE, each capped process appends its peak resident memory (VmHWM, its own since exec) there.
+PEAK_WRAPPER = """import atexit, os, runpy, sys
+def peak():
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]
+    with open(os.environ["FAULT_PEAKS"], "a") as log:
+        log.write(os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0] + "\\t" + str(int(hwm) // 1024) + "\\n")
+atexit.register(peak)
+target, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_module(target[3:], run_name="__main__", alter_sys=True) if target.startswith("-m:") else runpy.run_path(
+    target, run_name="__main__")
+"""
+
+
 def run_limited(*args, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The root script (or ``-m mobilenet_lab ...``) as a process whose address space is capped."""
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    cmd = [sys.executable, *(["-m", "mobilenet_lab", *args[1:]] if args[0] == "-m" else [str(SCRIPT), *args])]
-    return subprocess.run([str(a) for a in cmd], capture_output=True, text=True, timeout=600, preexec_fn=cap,
-                          cwd=cwd or ROOT, env=dict(os.environ, PYTHONWARNINGS="ignore", **(env or {})))
+    module = args[0] == "-m"
+    target = ["-m", "mobilenet_lab", *args[1:]] if module else [str(SCRIPT), *args]
+    if os.environ.get("FAULT_PEAKS"):
+        target = ["-c", PEAK_WRAPPER, "-m:mobilenet_lab" if module else target[0], *target[2 if module else 1:]]
+    return subprocess.run([str(a) for a in [sys.executable, *target]], capture_output=True, text=True, timeout=600,
+                          preexec_fn=cap, cwd=cwd or ROOT, env=dict(os.environ, PYTHONWARNINGS="ignore", **(env or {})))
 
 
 def no_debris(folder: Path) -> list[str]:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mobilenet_lab.augment import augment, random_distort  # noqa: E402
+from mobilenet_lab.augment import random_distort  # noqa: E402
 from mobilenet_lab.config import Config  # noqa: E402
 from mobilenet_lab.errors import UserError  # noqa: E402
 from mobilenet_lab.model import init_network  # noqa: E402

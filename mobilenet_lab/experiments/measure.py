@@ -1,7 +1,5 @@
 """Measuring helpers shared by the benchmark, the report's runs and the seeds study: what machine a figure
 came from, a command run as its own process (wall time, peak memory), and call latencies."""
-from __future__ import annotations
-
 import os
 import platform
 import statistics

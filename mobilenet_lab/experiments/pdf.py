@@ -4,8 +4,6 @@ A section file holds ``# Heading`` / ``## Subheading`` lines, paragraphs, ``- ``
 caption]]`` / ``[[table NAME: caption]]`` lines. Every number is a placeholder such as
 ``{mobilenet.test_accuracy:.2%}`` or ``{figure.grid}``; one that names no result stops the build.
 """
-from __future__ import annotations
-
 import io
 import json
 import re
@@ -89,13 +87,15 @@ def facts(res: dict) -> dict[str, SimpleNamespace]:
     out["machine"] = _ns(cpu=mach["cpu"], cores=mach["cores"], threads=mach["torch_threads"], torch=mach["torch"],
                          python=mach["python"], bf16=", ".join(mach["bf16_flags"]) or "none")
     seeds = np.array([r["metrics"]["accuracy"] for _, r in res["groups"]["seed"] if r["status"] == "ok"])
+    lr = {f"{v:g}": r["metrics"]["accuracy"] for v, r in res["groups"]["lr"] if r["status"] == "ok"}
     base = res["runs"]["baseline"]
     setting = Config.from_dict(base["config"])
     out["sweep"] = _ns(baseline=base["metrics"]["accuracy"], seeds=len(seeds), seed_min=seeds.min(),
                        seed_max=seeds.max(), seed_mean=seeds.mean(), seed_sd=seeds.std(ddof=1),
                        seed_range=round((seeds.max() - seeds.min()) * 1e4), epochs=setting.epochs,
                        batch_size=setting.batch_size, learning_rate=setting.learning_rate,
-                       **_sweep_extremes(res))
+                       lr_best=max(lr, key=lr.get), lr_best_acc=max(lr.values()), lr_worst=min(lr, key=lr.get),
+                       lr_worst_acc=min(lr.values()))
     named = dict(res["runs"]) | {f"{group}{1 if v is None else v:g}" if not isinstance(v, str) else f"{group}-{v}": r
                                  for group, members in res["groups"].items() for v, r in members}  # e.g. epochs1
     out["runs"] = _ns(**{re.sub(r"\W", "_", name): _run_facts(r) for name, r in named.items() if r["status"] == "ok"})
@@ -117,10 +117,7 @@ def _model_facts(res: dict, arch: str) -> SimpleNamespace:
     aucs = metrics["roc_auc_per_class"]
     facts_ = _ns(
         test_accuracy=metrics["accuracy"], f1_macro=metrics["f1_macro"], balanced_accuracy=metrics["balanced_accuracy"],
-        mcc=metrics["mcc"], dev_accuracy=m.get("dev_accuracy", float("nan")),
-        errors=round((1 - metrics["accuracy"]) * metrics["n"]), test_loss=m["test_loss"],
-        val_accuracy=m["saved_metrics"].get("validation_accuracy", float("nan")),
-        train_accuracy=m["saved_metrics"].get("train_accuracy", float("nan")),
+        dev_accuracy=m.get("dev_accuracy", float("nan")), errors=round((1 - metrics["accuracy"]) * metrics["n"]),
         parameters=cost["parameters"], mflops=cost["flops"] / 1e6, latency_ms=cost["latency"]["median_ms"],
         eval_ips=cost["eval_images_per_second"], train_ips=cost["train_images_per_second"],
         train_ips_bf16=cost.get("train_images_per_second_bf16") or float("nan"),
@@ -167,19 +164,6 @@ def _confusions(cm: list[list[int]]) -> dict:
     off = [(cm[t][p], t, p) for t in range(len(cm)) for p in range(len(cm)) if t != p]
     (n1, t1, p1), (n2, t2, p2) = sorted(off, reverse=True)[:2]
     return {"mistake1": f"{t1} read as {p1}", "mistake1_count": n1, "mistake2": f"{t2} read as {p2}", "mistake2_count": n2}
-
-
-def _sweep_extremes(res: dict) -> dict:
-    """For each sweep group: the best and the worst value and their test accuracies."""
-    out = {}
-    for group in ("loss", "batch", "lr", "epochs", "fraction", "balance"):
-        ok = [(v, r["metrics"]["accuracy"]) for v, r in res["groups"].get(group, []) if r["status"] == "ok"]
-        (bv, ba), (wv, wa) = max(ok, key=lambda t: t[1]), min(ok, key=lambda t: t[1])
-        out.update({f"{group}_best": _label(group, bv), f"{group}_best_acc": ba, f"{group}_worst": _label(group, wv),
-                    f"{group}_worst_acc": wa})
-    diverged = [v for v, r in res["groups"].get("lr", []) if r["status"] != "ok"]
-    out["lr_diverged"] = ", ".join(_label("lr", v) for v in diverged) or "none"
-    return out
 
 
 def _label(group: str, value) -> str:

@@ -7,8 +7,6 @@ StepLR gamma 0.7 after every epoch; batch 64; every item turned into a PIL image
 with ToTensor and normalised with mean 0.1307 and std 0.3081 by a per-item DataLoader (as
 torchvision's MNIST dataset does); test batches of 1000 after every epoch.
 """
-from __future__ import annotations
-
 import time
 from typing import Callable
 
@@ -79,8 +77,7 @@ def test_accuracy(net: nn.Module, loader: DataLoader) -> tuple[float, float]:
 def train_reference(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                     epochs: int, seed: int = 1, stop_at: float | None = None, checks_per_epoch: int = 1,
                     on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-    """Train the example recipe, testing after every epoch as the example does.
-    """
+    """Train the example recipe, testing after every epoch as the example does."""
     torch.manual_seed(seed)
     net = ReferenceNet()
     train_loader = DataLoader(PilItems(train_x, train_y), batch_size=BATCH_SIZE, shuffle=True)

@@ -10,8 +10,6 @@ are the saved models themselves, evaluated here. Each run stores its figures as 
 the main models also store the small arrays their figures need (an .npz file). A run whose result
 is stored is never trained again; a run stopped part-way resumes from its last epoch.
 """
-from __future__ import annotations
-
 import argparse
 import concurrent.futures
 import functools
@@ -122,9 +120,6 @@ def data_config(config: Config, data: Path, quick: bool) -> Config:
     return replace(config, val_size=val, test_size=min(QUICK["test"], n_test), train_size=train)
 
 
-# ---------------------------------------------------------------------------------------------
-# Running one spec, and describing a saved model.
-# ---------------------------------------------------------------------------------------------
 def summarise(net, splits, history, started: float, dev=None) -> dict:
     """The figures a run stores: test metrics, history, timing, size, and the dev accuracy when given."""
     pred = evaluate(net, splits.test.images, splits.test.labels)
@@ -234,9 +229,6 @@ def costs(config: Config, quick: bool) -> dict:
             "threads": torch.get_num_threads()}
 
 
-# ---------------------------------------------------------------------------------------------
-# The whole plan.
-# ---------------------------------------------------------------------------------------------
 def read_result(path: Path, spec: RunSpec) -> dict | None:
     """The stored result of a spec, or None when there is none or it was run with other settings."""
     try:

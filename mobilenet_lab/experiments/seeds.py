@@ -9,8 +9,6 @@ validation split and initial weights. The returned weights are scored on the tes
 set). Choices are made on validation and dev figures only; test figures are reported, never used to
 pick a setting or a seed.
 """
-from __future__ import annotations
-
 import argparse
 import statistics
 import sys

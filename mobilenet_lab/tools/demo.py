@@ -15,8 +15,6 @@ API:
     411 (no Content-Length), 413 (too large), 415 (not a picture's content type) or 422
     (a picture that cannot be read or holds no digit).
 """
-from __future__ import annotations
-
 import argparse
 import json
 import sys
@@ -52,8 +50,7 @@ class ApiError(Exception):
 
 
 class DemoServer(ThreadingHTTPServer):
-    """The HTTP server, holding the classifier (used by one request at a time).
-    """
+    """The HTTP server, holding the classifier (used by one request at a time)."""
 
     daemon_threads = True
 
@@ -82,8 +79,7 @@ class DemoServer(ThreadingHTTPServer):
                 "classes": self.classifier.class_names, "input_dim": list(config.input_dim), "max_bytes": MAX_BYTES}
 
     def predict(self, body: bytes) -> dict:
-        """Classify one picture; the JSON answer of /api/predict.
-        """
+        """Classify one picture; the JSON answer of /api/predict."""
         started = time.perf_counter()
         try:
             picture = read_image(body, "the uploaded file")
@@ -134,8 +130,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         return HTTPStatus.OK, "application/json", json.dumps(self.server.predict(self._body())).encode()
 
     def _body(self) -> bytes:
-        """The request's body, checked for type and size before it is read.
-        """
+        """The request's body, checked for type and size before it is read."""
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not content_type.startswith(PICTURE_TYPES):
             raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -163,8 +158,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         return body
 
     def _answer(self, route) -> None:
-        """Send what ``route`` returns, or its refusal as JSON, or a 500 for a bug.
-        """
+        """Send what ``route`` returns, or its refusal as JSON, or a 500 for a bug."""
         try:
             status, content_type, body = route()
         except ConnectionError as exc:  # the client went away mid-request: nothing to answer, one log line
@@ -198,8 +192,7 @@ class DemoHandler(BaseHTTPRequestHandler):
 
 def make_server(classifier: Classifier, host: str = "127.0.0.1", port: int = 8000,
                 model_path: str = "") -> DemoServer:
-    """Create (but do not start) the demo server.
-    """
+    """Create (but do not start) the demo server."""
     try:
         return DemoServer((host, port), classifier, model_path)
     except OSError as exc:
@@ -224,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and serve the page until Ctrl-C.
-    """
+    """Load the model and serve the page until Ctrl-C."""
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port} is not a TCP port: use 1-65535, or 0 for any free port")
     classifier = Classifier.from_file(args.model)

@@ -7,8 +7,6 @@ counter (a multiply-add counts as 2 FLOPs; batch norm, ReLU and pooling are not 
 ConvDw block also the FLOPs of a standard 3x3 convolution with the same channels and stride, their
 ratio, and the MobileNet paper's formula for it, 1/N + 1/Dk^2 (N output channels, Dk the kernel size).
 """
-from __future__ import annotations
-
 import argparse
 import sys
 from dataclasses import dataclass

@@ -6,8 +6,6 @@ Each picture is first converted the way MNIST was made (preprocess.py); the most
 are printed per picture. With ``--cam``, a Grad-CAM picture (what the model saw, and where it
 looked) is saved next to each picture.
 """
-from __future__ import annotations
-
 import argparse
 import base64
 import io

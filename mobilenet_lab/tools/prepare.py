@@ -11,8 +11,6 @@ sample's 5,000 digits are left out of the train part, so a model trained here is
 a digit it saw when it is run on the sample. ``--full`` keeps every training digit (for the
 benchmark). Without ``--idx`` it writes the embedded sample itself.
 """
-from __future__ import annotations
-
 import argparse
 import sys
 from pathlib import Path

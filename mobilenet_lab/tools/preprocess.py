@@ -15,8 +15,6 @@ canvas drawing, a scan or a photo of a digit written on paper:
 
 Used by ``python -m mobilenet_lab.predict`` and by the draw-a-digit page.
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +121,7 @@ def crop_to_ink(ink: np.ndarray) -> np.ndarray:
 
 
 def thicken(ink: np.ndarray) -> np.ndarray:
-    """Dilate strokes that are much thinner than MNIST's (about a tenth of the digit's size).
-    """
+    """Dilate strokes that are much thinner than MNIST's (about a tenth of the digit's size)."""
     side = max(ink.shape)
     mask = ink > 0.3
     width = 2.2 * float(np.percentile(ndimage.distance_transform_edt(mask)[mask], 90))
@@ -157,15 +154,13 @@ def fit_and_centre(ink: np.ndarray, side: int = MNIST_SIDE) -> np.ndarray:
 
 
 def mnist_style(img: Image.Image, side: int = MNIST_SIDE) -> np.ndarray:
-    """A picture of one digit as an MNIST-style uint8 image (side x side, white ink on black).
-    """
+    """A picture of one digit as an MNIST-style uint8 image (side x side, white ink on black)."""
     field = fit_and_centre(thicken(crop_to_ink(ink_map(grayscale(img)))), side)
     return np.round(field * 255).astype(np.uint8)
 
 
 def to_model_input(img: Image.Image, input_dim: tuple[int, int, int]) -> torch.Tensor:
-    """A picture as the network's uint8 input (C, H, W): MNIST-style, resized and channel-repeated.
-    """
+    """A picture as the network's uint8 input (C, H, W): MNIST-style, resized and channel-repeated."""
     channels, height, width = input_dim
     digit = mnist_style(img, min(height, width))
     if (height, width) != digit.shape:

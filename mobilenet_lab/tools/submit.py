@@ -12,8 +12,6 @@ runs the unpacked copy in a fresh folder with neither the repository nor the pac
 the grader's command, and a one-epoch training run on a small subset. Exit status 0 when every rule
 passes, 1 when one fails, 2 on bad input.
 """
-from __future__ import annotations
-
 import argparse
 import ast
 import io
@@ -91,9 +89,6 @@ def check_names(first: str, roll: str) -> Names:
     return Names(first, roll)
 
 
-# ---------------------------------------------------------------------------------------------
-# The one .py file, generated from the core modules.
-# ---------------------------------------------------------------------------------------------
 def core_modules(package: Path = CORE) -> list[Path]:
     """The core modules (not tools/ or experiments/) in an order where each comes after those it imports."""
     files = {p.stem: p for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")}
@@ -188,9 +183,6 @@ def find_entry_script(root: Path) -> Path:
                     f"one *_02_02.py there")
 
 
-# ---------------------------------------------------------------------------------------------
-# The zip.
-# ---------------------------------------------------------------------------------------------
 def grader_readme(names: Names, project: Path) -> str:
     """Readme.txt for the grader (grader_readme.txt filled in): what to install, how to evaluate each saved model
     and what it scores, how to train; every command works with what the zip holds."""
@@ -229,9 +221,6 @@ def build(names: Names, project: Path, out_dir: Path) -> Path:
     return write_zip(files, names, out_dir)
 
 
-# ---------------------------------------------------------------------------------------------
-# The rules, checked on any zip.
-# ---------------------------------------------------------------------------------------------
 def check_zip(zip_path: Path, names: Names, unpacked: Path) -> list[Rule]:
     """Every convention of the guidelines, on the zip and its unpacked copy (nothing of it is run)."""
     try:
