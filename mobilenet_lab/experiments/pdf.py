@@ -105,7 +105,7 @@ def facts(res: dict) -> dict[str, SimpleNamespace]:
     best = max(grid, key=grid.get)
     out["grid"] = _ns(runs=len(grid), best=best.replace(",", " conv + ") + " ConvDw", best_accuracy=grid[best],
                       only_mobile=grid.get("0,6", np.nan), only_conv=grid.get("4,0", np.nan), preset=grid.get("1,6", np.nan))
-    out["plan"] = _ns(runs=len(res["runs"]), minutes=res["plan"].get("plan_seconds", 0) / 60,
+    out["plan"] = _ns(runs=len(res["runs"]), minutes=sum(r["wall_seconds"] for r in res["runs"].values()) / 60,
                       jobs=res["plan"].get("jobs", 1), not_kept=len(res["not_kept"]["rows"]))
     return out
 
@@ -337,7 +337,7 @@ def fig_sweeps(res: dict) -> Figure:
         ax.set(ylim=(max(0, min(a for _, a in points) - 0.01), 1.0), title=title,
                ylabel="test accuracy" if ax in (axes[0], axes[3]) else "")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(loc="lower left")
+    axes[3].legend(loc="lower right")  # the one panel with room: the bars of the others reach down
     return fig
 
 
@@ -372,7 +372,7 @@ def tab_setup(res: dict, known: dict) -> list[list[str]]:
                                       f"norm re-measured on the training images"],
             ["sweeps", f"{known['sweep'].epochs} epochs each, plain cross-entropy, no weight average, rotation, shift and "
                        f"scale only; each changes one setting of the mobilenet baseline"],
-            ["runs", f"{known['plan'].runs} training runs, {known['plan'].minutes:.0f} minutes, "
+            ["runs", f"{known['plan'].runs} training runs, {known['plan'].minutes:.0f} minutes of training, "
                      f"{known['plan'].jobs} at a time"]]
 
 

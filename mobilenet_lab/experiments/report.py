@@ -362,8 +362,7 @@ def _run(args: argparse.Namespace) -> int:
                                                            format=FORMAT))
         archs = {f"c{s.config.block_counts[0]}m{s.config.block_counts[1]}": s.config for s in plan(args.quick)}
         write_json(out / "costs.json", {name: costs(c, args.quick) for name, c in sorted(archs.items())})
-        write_json(known, dict(summary, plan_seconds=time.perf_counter() - started,
-                               runs=len(done["runs"]), jobs=args.jobs))
+        write_json(known, dict(summary, runs=len(done["runs"]), jobs=args.jobs))
     elif not stored:
         raise UserError(f"no stored results in {out} (plan.json): run without --only-pdf first")
     pages = build_pdf(out, pdf, args.name, args.roll_number)
