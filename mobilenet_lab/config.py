@@ -212,6 +212,8 @@ class Config:
         if "model" in groups:
             shown.update(conv_blocks=self.block_counts[0], mobilenet_blocks=self.block_counts[1],
                          arch=self.preset)
+        if shown.get("val_size", 0) is None:  # None is the default split here, not every image
+            shown["val_size"] = "2%, at least 300 and at most a fifth of the train part"
         width = max(map(len, shown))
         return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
 
