@@ -3,8 +3,7 @@
     prepare  build a dataset in the assignment's layout      predict  classify pictures of digits
     explain  parameters and FLOPs layer by layer            demo     the draw-a-digit page
     submit   build and check the submission zip             report   the experiments and Report.pdf
-    bench    speed, time to accuracy, memory                seeds    the recipe over several seeds
-"""
+    bench    speed, time to accuracy, memory                seeds    the recipe over several seeds"""
 import importlib
 import sys
 

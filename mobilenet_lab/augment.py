@@ -1,9 +1,8 @@
-"""Batched augmentation on tensors: each training image of a batch gets its own random rotation,
-shift, scale and shear (one affine map) and a smooth elastic bend.
+"""Batched augmentation on tensors: each training image of a batch gets its own random rotation, shift, scale and shear
+(one affine map) and a smooth elastic bend.
 
-Working on the whole batch at once (one ``grid_sample``) is what keeps the data wait of a
-training step small: there is no per-image Python work left to parallelise.
-"""
+Working on the whole batch at once (one ``grid_sample``) is what keeps the data wait of a training step small: there is
+no per-image Python work left to parallelise."""
 import math
 
 import torch
@@ -16,16 +15,15 @@ ELASTIC_GRID = 5  # the elastic field's random offsets sit on a 5 x 5 lattice (7
 
 def random_distort(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, translate: float = 0.1,
                    scale: float = 0.1, shear: float = 0.0, elastic: float = 0.0) -> torch.Tensor:
-    """Rotate (up to ``degrees``), shift (up to ``translate`` of the side) and scale (by up to ``scale``)
-    each image of a float batch (N, C, H, W); with ``shear`` > 0 also slant it by up to that many
-    degrees (horizontal strokes stay level, as in slanted handwriting), and with ``elastic`` > 0 bend
-    it by a smooth random field of up to that many pixels (Simard et al. 2003).
+    """Rotate (up to ``degrees``), shift (up to ``translate`` of the side) and scale (by up to ``scale``) each image of
+    a float batch (N, C, H, W); with ``shear`` > 0 also slant it by up to that many degrees (horizontal strokes stay
+    level, as in slanted handwriting), and with ``elastic`` > 0 bend it by a smooth random field of up to that many
+    pixels (Simard et al. 2003).
 
-    The elastic field is uniform random offsets on an ELASTIC_GRID x ELASTIC_GRID lattice, upsampled
-    bicubically and added to the affine map, so one ``grid_sample`` does both. The shear and the field
-    are drawn after the affine's numbers, and only when asked, so runs without them repeat older ones.
-    Pixels from outside the image are 0 (MNIST's black background).
-    """
+    The elastic field is uniform random offsets on an ELASTIC_GRID x ELASTIC_GRID lattice, upsampled bicubically and
+    added to the affine map, so one ``grid_sample`` does both. The shear and the field are drawn after the affine's
+    numbers, and only when asked, so runs without them repeat older ones. Pixels from outside the image are 0 (MNIST's
+    black background)."""
     n, _, height, width = x.shape
     rand = torch.rand(n, 4, generator=generator)
     angle = (rand[:, 0] * 2 - 1) * math.radians(degrees)

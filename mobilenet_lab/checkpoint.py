@@ -4,8 +4,7 @@ A checkpoint is a plain dict of tensors, numbers, strings and lists, so it loads
 ``torch.load(weights_only=True)``, which refuses pickled code. It carries what is needed to
 rebuild and use the model: the architecture, the weights (input normalisation included), the
 class names, the run's Config, its history and metrics, and the library versions. Its whole
-structure is checked before anything is built from it. Every write is atomic (files.py).
-"""
+structure is checked before anything is built from it. Every write is atomic (files.py)."""
 import pickle
 import platform
 import zipfile
@@ -143,8 +142,8 @@ def load(path: str | Path, device: torch.device | str | None = None) -> MobileNe
 
 
 def load_weights_into(net: nn.Module, model, where: str = "the saved model") -> nn.Module:
-    """Put trained weights into ``net``: from a checkpoint path, a state dict or another network, after
-    checking that every tensor's name and shape fit the network."""
+    """Put trained weights into ``net``: from a checkpoint path, a state dict or another network, after checking that
+    every tensor's name and shape fit the network."""
     if isinstance(model, (str, Path)):
         state, where = read_checkpoint(model)["state_dict"], str(model)
     elif isinstance(model, nn.Module):
@@ -170,8 +169,7 @@ class TrainingSaver:
       same result an uninterrupted run reaches;
     * ``checkpoint-best.pt``: the best-validation weights so far, loadable with :func:`load`.
 
-    A run stopped by Ctrl-C or a crash therefore loses at most the epoch in progress.
-    """
+    A run stopped by Ctrl-C or a crash therefore loses at most the epoch in progress."""
 
     def __init__(self, run_dir: str | Path, class_names: list[str], class_counts: list[int], run: dict):
         self.run_dir, self.class_names, self.class_counts, self.run = Path(run_dir), class_names, class_counts, run

@@ -1,11 +1,9 @@
 """Every setting of a run in one dataclass: its default, its help text and its allowed range.
 
-The defaults are the recipe the saved models were trained with. The root script's flags are
-made from these fields (``add_flags``), a checkpoint stores them (``as_dict``), ``--resume``
-reads them back (``from_dict``), and the report, the benchmark and the seeds study vary a run
-by overriding some of them (``dataclasses.replace``). ``validate`` is the only range check; it
-runs whenever a Config is made, so code below the command line never checks a setting again.
-"""
+The defaults are the recipe the saved models were trained with. The root script's flags are made from these fields
+(``add_flags``), a checkpoint stores them (``as_dict``), ``--resume`` reads them back (``from_dict``), and the report,
+the benchmark and the seeds study vary a run by overriding some of them (``dataclasses.replace``). ``validate`` is the
+only range check; it runs whenever a Config is made, so code below the command line never checks a setting again."""
 import argparse
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -219,8 +217,8 @@ class Config:
 
 
 def add_flags(parser: argparse.ArgumentParser, groups: dict) -> None:
-    """One flag per Config field, in the argument ``groups`` by name (made when missing); a flag not given
-    stays out of the namespace, so ``from_flags`` knows which settings the user chose."""
+    """One flag per Config field, in the argument ``groups`` by name (made when missing); a flag not given stays out of
+    the namespace, so ``from_flags`` knows which settings the user chose."""
     for f in fields(Config):
         meta = f.metadata
         group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))

@@ -1,8 +1,7 @@
 """The assignment's dataset: a train and a test part, each a folder or .zip of one CSV (image name,
 label) and the images. Parts are found by name, the CSV and images by content, columns by header or
 position. Each part is decoded once into a uint8 tensor, cached on disk under a checksum.
-:class:`MnistCsvDataset` is the ``Dataset``; it splits itself into training and validation.
-"""
+:class:`MnistCsvDataset` is the ``Dataset``; it splits itself into training and validation."""
 import hashlib
 import io
 import os
@@ -96,8 +95,8 @@ class PartReader:
 
 
 def find_part(data_dir: Path, part: str) -> Path:
-    """The folder or zip of ``data_dir`` whose name contains ``part`` ("train" or "test"); a folder
-    wins over a zip of the same part (an unpacked copy)."""
+    """The folder or zip of ``data_dir`` whose name contains ``part`` ("train" or "test"); a folder wins over a zip of
+    the same part (an unpacked copy)."""
     prepare = f"'python -m mobilenet_lab prepare --out {data_dir} --idx ../shared/data/mnist'"
     if not data_dir.exists():
         raise UserError(f"dataset path {data_dir} does not exist: build one with {prepare} "
@@ -127,9 +126,9 @@ def _is_int(text: str) -> bool:
 
 
 def parse_label_table(raw: bytes, where: str) -> tuple[list[str], list[str]]:
-    """(image names, label texts) from a CSV's bytes. The first row is a header when none of its cells is
-    an integer; columns are chosen by header name when one fits, else name first and label second.
-    The delimiter may be a comma, semicolon, tab or bar."""
+    """(image names, label texts) from a CSV's bytes. The first row is a header when none of its cells is an integer;
+    columns are chosen by header name when one fits, else name first and label second. The delimiter may be a comma,
+    semicolon, tab or bar."""
     first_line = raw.split(b"\n", 1)[0].decode("utf-8", "replace")
     delimiter = max(DELIMITERS, key=first_line.count) if any(d in first_line for d in DELIMITERS) else ","
     try:
@@ -370,8 +369,8 @@ def _count(size, available: int, flag: str, what: str) -> int:
 
 
 class ImageSet(Dataset):
-    """Images (uint8, N x C x H x W) and labels (int64, N) in memory; ``__getitems__`` serves a DataLoader's
-    whole batch as one tensor index (the DataLoader calls it when present), not N ``__getitem__`` calls."""
+    """Images (uint8, N x C x H x W) and labels (int64, N) in memory; ``__getitems__`` serves a DataLoader's whole batch
+    as one tensor index (the DataLoader calls it when present), not N ``__getitem__`` calls."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
@@ -394,8 +393,8 @@ class ImageSet(Dataset):
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
     def split(self, val_size=None, seed: int = 0, train_size=None) -> tuple["ImageSet", "ImageSet"]:
-        """(training, validation): validation first (stratified, seeded; default 2% but at least 300 images
-        and at most a fifth of the part), then ``train_size`` of the rest for training."""
+        """(training, validation): validation first (stratified, seeded; default 2% but at least 300 images and at most
+        a fifth of the part), then ``train_size`` of the rest for training."""
         n = len(self)
         if val_size is None:
             n_val = min(max(round(VAL_SHARE * n), min(VAL_MIN, n // 5)), n - 1)
@@ -433,8 +432,8 @@ class Splits:
 
 def load_splits(data_dir: str | Path, config: Config = Config(), need_train: bool = True,
                 model_path: str | None = None) -> Splits:
-    """Load the dataset at ``data_dir`` and split it as ``config`` says; without ``need_train`` (evaluating)
-    the train part is not read. ``model_path`` names the saved model that fixed ``num_classes``, for errors."""
+    """Load the dataset at ``data_dir`` and split it as ``config`` says; without ``need_train`` (evaluating) the train
+    part is not read. ``model_path`` names the saved model that fixed ``num_classes``, for errors."""
     data_dir = Path(data_dir)
     test_part = find_part(data_dir, "test")
     train_part = find_part(data_dir, "train") if need_train else None

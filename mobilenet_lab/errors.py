@@ -31,8 +31,8 @@ def quoted(text, limit: int = 60) -> str:
 
 
 def run_cli(main, *args) -> int:
-    """Run a command-line entry point: a UserError becomes one line on stderr and exit status 2,
-    Ctrl-C exit status 130; neither prints a traceback."""
+    """Run a command-line entry point: a UserError becomes one line on stderr and exit status 2, Ctrl-C exit status 130;
+    neither prints a traceback."""
     try:
         return main(*args)
     except UserError as exc:

@@ -94,8 +94,8 @@ def _figure_factory(interactive: bool) -> FigureFactory:
 
 def pick_examples(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, k: int = EXAMPLES,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of ``k`` correct predictions (random, of different classes when possible) and of the ``k``
-    wrong predictions with the highest confidence."""
+    """Indices of ``k`` correct predictions (random, of different classes when possible) and of the ``k`` wrong
+    predictions with the highest confidence."""
     confidence = probs[np.arange(len(y_pred)), y_pred]
     wrong = np.flatnonzero(y_true != y_pred)
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:k]
@@ -190,8 +190,8 @@ def _missing(correct, wrong, n: int) -> str:
 
 def plot_predictions(make: FigureFactory, images, y_true, y_pred, probs, names, correct, wrong,
                      wrong_in_all: int | None = None) -> Figure:
-    """Figure 3: correct predictions and the most confident wrong ones, with confidence (``wrong_in_all``: how many
-    are wrong in the whole test set, when the arrays hold only the examples)."""
+    """Figure 3: correct predictions and the most confident wrong ones, with confidence (``wrong_in_all``: how many are
+    wrong in the whole test set, when the arrays hold only the examples)."""
     total = int((y_true != y_pred).sum()) if wrong_in_all is None else wrong_in_all
     rows = [("correct\n(random, different classes)", CORRECT_COLOR, correct),
             (f"wrong: the {len(wrong)} most confident\n({total:,} wrong in all)", WRONG_COLOR, wrong)]
@@ -257,8 +257,8 @@ def plot_per_class(make: FigureFactory, metrics: dict, names: list[str], train_c
 
 
 def filter_data(net: nn.Module) -> list[tuple[str, np.ndarray]]:
-    """(title, kernels (rows, cols, 3, 3)) panels: the first layer's kernels, and the last ConvDw block's
-    depthwise kernels or, without ConvDw blocks, a few output filters of the last convolution."""
+    """(title, kernels (rows, cols, 3, 3)) panels: the first layer's kernels, and the last ConvDw block's depthwise
+    kernels or, without ConvDw blocks, a few output filters of the last convolution."""
     convs = [m for m in net.blocks.modules() if isinstance(m, nn.Conv2d)]
     first = convs[0].weight.detach().float().cpu().numpy()
     panels = [(f"first layer: {first.shape[0]} filters of {first.shape[2]}×{first.shape[3]}"
@@ -391,8 +391,8 @@ def plot_tsne(make: FigureFactory, points: np.ndarray, truth: np.ndarray, guess:
 
 
 def gradcam_data(net: nn.Module, images, y_true, y_pred, correct, wrong) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """Rows of (label, colour, image indices, Grad-CAM maps on the last block): correct predictions, wrong
-    ones explained for the predicted class (what the model saw) and for the true class (what it needed)."""
+    """Rows of (label, colour, image indices, Grad-CAM maps on the last block): correct predictions, wrong ones
+    explained for the predicted class (what the model saw) and for the true class (what it needed)."""
     rows = [("correct: map for the\npredicted (true) class", CORRECT_COLOR, correct, y_pred),
             ("wrong: map for the\npredicted class", WRONG_COLOR, wrong, y_pred),
             ("wrong: map for the\ntrue class", WRONG_COLOR, wrong, y_true)]

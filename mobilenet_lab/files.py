@@ -1,10 +1,8 @@
 """Writing files so that a failure never leaves half a file behind nor loses the one it replaces.
 
-Every save in the project goes through :func:`atomic_write`: the bytes go to a temporary file
-in the target's folder, which is then renamed over the target. A failed write removes its
-temporary file, and a full disk is named as such. Temporary files that a killed process left
-behind are removed by the next write to the same target.
-"""
+Every save in the project goes through :func:`atomic_write`: the bytes go to a temporary file in the target's folder,
+which is then renamed over the target. A failed write removes its temporary file, and a full disk is named as such.
+Temporary files that a killed process left behind are removed by the next write to the same target."""
 import errno
 import io
 import json

@@ -1,12 +1,10 @@
 """Grad-CAM (Selvaraju et al. 2017): where in the image the network looked for a class.
 
-A short hook-based implementation rather than the ``grad-cam`` package: that package pulls
-in OpenCV and several other dependencies for what is about twenty lines of autograd here.
+A short hook-based implementation rather than the ``grad-cam`` package: that package pulls in OpenCV and several other
+dependencies for what is about twenty lines of autograd here.
 
-For a chosen layer with activations A (channels k, map u x v) and a class score y_c, the
-map is ReLU(sum_k w_k A_k) with w_k the spatial mean of dy_c/dA_k, upsampled bilinearly
-to the input size and scaled to [0, 1] per image.
-"""
+For a chosen layer with activations A (channels k, map u x v) and a class score y_c, the map is ReLU(sum_k w_k A_k) with
+w_k the spatial mean of dy_c/dA_k, upsampled bilinearly to the input size and scaled to [0, 1] per image."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,8 +17,7 @@ def grad_cam(net: nn.Module, images: torch.Tensor, target_classes: torch.Tensor 
     ``images`` are uint8 (N, C, H, W) or floats in [0, 1]; ``target_classes`` None explains the predicted
     class; ``layer`` defaults to the last block (the last map before global average pooling). Returns
     (N, H, W) maps on the CPU, each scaled to [0, 1]. The network runs in eval mode and is left in the
-    mode it was in; no parameter gradients are written (``torch.autograd.grad`` w.r.t. the activations).
-    """
+    mode it was in; no parameter gradients are written (``torch.autograd.grad`` w.r.t. the activations)."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError("grad_cam needs gradients: call it outside torch.inference_mode()")
     layer = layer if layer is not None else net.blocks[-1]

@@ -1,10 +1,8 @@
 """Every size limit in one place, checked before anything is read or allocated.
 
-A file's size comes from the file system, a zip member's from the zip's directory, an image's
-pixels from its header and a run's memory from its shapes, so a hostile or damaged input is
-refused with one line instead of filling the memory. The dataset loader, predict, prepare
-and the demo use the same limits.
-"""
+A file's size comes from the file system, a zip member's from the zip's directory, an image's pixels from its header and
+a run's memory from its shapes, so a hostile or damaged input is refused with one line instead of filling the memory.
+The dataset loader, predict, prepare and the demo use the same limits."""
 import io
 import os
 import warnings

@@ -21,9 +21,9 @@ class FocalLoss(nn.Module):
 
 
 class BalancedSoftmaxLoss(nn.Module):
-    """Balanced softmax (Ren et al. 2020): cross-entropy on logits shifted by the log class prior of the
-    training set. The network then learns class-balanced scores, which suits a balanced test set while
-    the training set is not; predictions use the raw logits."""
+    """Balanced softmax (Ren et al. 2020): cross-entropy on logits shifted by the log class prior of the training set.
+    The network then learns class-balanced scores, which suits a balanced test set while the training set is not;
+    predictions use the raw logits."""
 
     def __init__(self, class_counts: torch.Tensor):
         super().__init__()

@@ -7,8 +7,7 @@ those blocks. It changes the whole process, so only the command-line entry point
 root script and ``python -m mobilenet_lab``), first thing; the library itself never does.
 ``python -m mobilenet_lab bench --sections malloc`` measures training with and without it
 (docs/benchmarks.md). Elsewhere than glibc this does nothing; so does the environment variable
-``MOBILENET_LAB_MALLOC=default``.
-"""
+``MOBILENET_LAB_MALLOC=default``."""
 import ctypes
 import ctypes.util
 import functools

@@ -1,8 +1,7 @@
 """Classification metrics from scikit-learn, and their printed form.
 
-Every figure is over samples (never an average of batch figures), with y_true first. ROC AUC
-is one-vs-rest from the softmax probabilities, not from hard labels.
-"""
+Every figure is over samples (never an average of batch figures), with y_true first. ROC AUC is one-vs-rest from the
+softmax probabilities, not from hard labels."""
 import warnings
 
 import numpy as np
@@ -14,8 +13,8 @@ def _np(a) -> np.ndarray:
 
 
 def compute_metrics(y_true, y_pred, probs=None, class_names: list[str] | None = None) -> dict:
-    """Accuracy, balanced accuracy, precision / recall (sensitivity) / specificity / F1 per class and
-    averaged, Matthews correlation, ROC AUC and the confusion matrix (rows: true, columns: predicted)."""
+    """Accuracy, balanced accuracy, precision / recall (sensitivity) / specificity / F1 per class and averaged, Matthews
+    correlation, ROC AUC and the confusion matrix (rows: true, columns: predicted)."""
     y_true, y_pred = _np(y_true).astype(int), _np(y_pred).astype(int)
     k = len(class_names) if class_names else int(max(y_true.max(initial=0), y_pred.max(initial=0)) + 1)
     names, labels = list(class_names or map(str, range(k))), list(range(k))
@@ -53,8 +52,8 @@ def compute_metrics(y_true, y_pred, probs=None, class_names: list[str] | None = 
 
 
 def roc_curves(y_true, probs, class_names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """One-vs-rest ROC curves from the probabilities: {class: (false positive rates, true positive rates,
-    AUC)}, leaving out classes with no positive or no negative sample."""
+    """One-vs-rest ROC curves from the probabilities: {class: (false positive rates, true positive rates, AUC)}, leaving
+    out classes with no positive or no negative sample."""
     y_true, probs = _np(y_true).astype(int), _np(probs)
     curves = {}
     for i, name in enumerate(class_names):

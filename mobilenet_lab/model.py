@@ -3,8 +3,7 @@
 Pattern (the assignment's): input -> conv blocks -> MobileNet blocks -> global average
 pooling -> fc. Both block kinds are built from one conv + BatchNorm + ReLU unit,
 :class:`ConvBNReLU` (what torchvision's ``Conv2dNormActivation`` builds, with the same
-parameter names; written here so that loading a model does not import torchvision).
-"""
+parameter names; written here so that loading a model does not import torchvision)."""
 import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +27,7 @@ class ConvBNReLU(nn.Sequential):
         in_channels, out_channels: channels before and after.
         kernel_size: side of the square kernel (odd).
         stride: 2 halves the feature map.
-        groups: ``in_channels`` makes the convolution depthwise.
-    """
+        groups: ``in_channels`` makes the convolution depthwise."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
         super().__init__(
@@ -41,9 +39,9 @@ class ConvBNReLU(nn.Sequential):
 
 
 class DepthwiseConvBNReLU(ConvBNReLU):
-    """The depthwise unit of a ConvDw block. On the CPU it runs in float32 even inside bfloat16 autocast:
-    oneDNN's bfloat16 depthwise kernels are slower than its float32 ones, while the pointwise and full
-    convolutions gain (``python -m mobilenet_lab bench --sections precision`` measures both)."""
+    """The depthwise unit of a ConvDw block. On the CPU it runs in float32 even inside bfloat16 autocast: oneDNN's
+    bfloat16 depthwise kernels are slower than its float32 ones, while the pointwise and full convolutions gain
+    (``python -m mobilenet_lab bench --sections precision`` measures both)."""
 
     def __init__(self, channels: int, stride: int = 1):
         super().__init__(channels, channels, 3, stride, groups=channels)
@@ -63,15 +61,14 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> ConvBNRe
 class ConvDw(nn.Sequential):
     """MobileNet v1 depthwise-separable block (Figure 2(b), right).
 
-    A 3x3 depthwise convolution (one filter per input channel, ``groups=in_channels``) with
-    BN and ReLU filters each channel; a 1x1 pointwise convolution with BN and ReLU then
-    combines the channels. Its cost is 1/N + 1/Dk^2 of a standard 3x3 convolution.
+    A 3x3 depthwise convolution (one filter per input channel, ``groups=in_channels``) with BN and ReLU filters each
+    channel; a 1x1 pointwise convolution with BN and ReLU then combines the channels. Its cost is 1/N + 1/Dk^2 of a
+    standard 3x3 convolution.
 
     Args:
         in_channels: channels of the input feature map (M).
         out_channels: channels of the output feature map (N).
-        stride: stride of the depthwise convolution (2 halves the feature map).
-    """
+        stride: stride of the depthwise convolution (2 halves the feature map)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__(
@@ -92,9 +89,8 @@ class ConvDw(nn.Sequential):
 class InputNormalize(nn.Module):
     """The network's input stage: uint8 images become floats in [0, 1], then are standardised.
 
-    Float input is taken as already in [0, 1]. Mean and std are buffers, so they travel in
-    the checkpoint with the weights.
-    """
+    Float input is taken as already in [0, 1]. Mean and std are buffers, so they travel in the checkpoint with the
+    weights."""
 
     def __init__(self, mean: list[float], std: list[float]):
         super().__init__()
@@ -124,11 +120,9 @@ class NetConfig:
 def block_schedule(block_count: int, input_dim: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """(in_channels, out_channels, stride) for each block, conv blocks and MobileNet blocks alike.
 
-    Like MobileNet v1, every second block halves the feature map and doubles the channels;
-    halving stops while the map is below ``MIN_DOWNSAMPLE`` pixels, so it never falls below
-    1x1 whatever the input size or block count. Inputs of 64 pixels or more also start with
-    a stride-2 block, as MobileNet's stem does on 224x224 images.
-    """
+    Like MobileNet v1, every second block halves the feature map and doubles the channels; halving stops while the map
+    is below ``MIN_DOWNSAMPLE`` pixels, so it never falls below 1x1 whatever the input size or block count. Inputs of 64
+    pixels or more also start with a stride-2 block, as MobileNet's stem does on 224x224 images."""
     channels, height, width = input_dim
     side = min(height, width)
     schedule, in_ch, width_now = [], channels, BASE_WIDTH
@@ -146,10 +140,8 @@ def block_schedule(block_count: int, input_dim: tuple[int, int, int]) -> list[tu
 class MobileNetLab(nn.Module):
     """input -> conv blocks -> ConvDw blocks -> global average pooling -> fc (logits).
 
-    Build it with :func:`init_network`. ``features(x)`` gives the pooled penultimate-layer
-    features (for t-SNE); ``forward(x)`` gives class logits (softmax is applied by the loss
-    and by the prediction code).
-    """
+    Build it with :func:`init_network`. ``features(x)`` gives the pooled penultimate-layer features (for t-SNE);
+    ``forward(x)`` gives class logits (softmax is applied by the loss and by the prediction code)."""
 
     def __init__(self, config: NetConfig, mean: list[float] | None = None, std: list[float] | None = None):
         super().__init__()
@@ -182,9 +174,9 @@ class MobileNetLab(nn.Module):
 
 
 def fused_for_inference(net: MobileNetLab) -> MobileNetLab:
-    """A copy of ``net`` in eval mode with every batch norm folded into the convolution before
-    it: the same outputs up to float rounding, with two passes over each feature map fewer
-    (``python -m mobilenet_lab.bench`` measures the gain)."""
+    """A copy of ``net`` in eval mode with every batch norm folded into the convolution before it: the same outputs up
+    to float rounding, with two passes over each feature map fewer (``python -m mobilenet_lab.bench`` measures the
+    gain)."""
     fused = copy.deepcopy(net).eval()
     for unit in fused.modules():
         if isinstance(unit, ConvBNReLU) and isinstance(unit[1], nn.BatchNorm2d):
@@ -213,9 +205,9 @@ def cpu_has_bf16() -> bool:
 
 def autocast_dtype(precision: str, plain: bool, device: torch.device) -> torch.dtype | None:
     """The autocast type training uses: bfloat16 for "bf16"; for "auto" only where it was measured to pay
-    (docs/benchmarks.md): a network of plain conv blocks on a CPU with bfloat16 instructions. Networks with
-    ConvDw blocks stay in float32: their dev accuracy fell in bfloat16. ``plain``: the network has no ConvDw
-    block. None means float32."""
+    (docs/benchmarks.md): a network of plain conv blocks on a CPU with bfloat16 instructions. Networks with ConvDw
+    blocks stay in float32: their dev accuracy fell in bfloat16. ``plain``: the network has no ConvDw block. None means
+    float32."""
     supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_bf16()
     if precision == "bf16" and not supported:
         raise UserError(f"--precision bf16: this {device.type.upper()} has no bfloat16 instructions: use --precision "
@@ -233,8 +225,7 @@ def init_network(conv_block_count: int, mobilenet_block_count: int, input_dim=(1
         mobilenet_block_count: number of ConvDw blocks after them (0 or more; one block at least in all).
         input_dim: image shape (C, H, W), e.g. (1, 28, 28).
         num_classes: number of output classes.
-        device: where to put the network; default: CUDA or MPS when present, else CPU.
-    """
+        device: where to put the network; default: CUDA or MPS when present, else CPU."""
     Config(conv_blocks=conv_block_count, mobilenet_blocks=mobilenet_block_count, input_dim=tuple(input_dim),
            num_classes=num_classes)  # the range check of every setting
     net = MobileNetLab(NetConfig(conv_block_count, mobilenet_block_count, tuple(input_dim), num_classes))
@@ -242,9 +233,9 @@ def init_network(conv_block_count: int, mobilenet_block_count: int, input_dim=(1
 
 
 def planned_bytes(config: Config, training: bool = True) -> int:
-    """Memory a run of ``config``'s network plans to use, from its shapes alone (nothing is allocated): the
-    weights and their copies (gradients, optimiser moments, the average, the best epoch's: 8 in all when
-    training), and each block's output kept for the backward pass (3 tensors a unit) for one batch."""
+    """Memory a run of ``config``'s network plans to use, from its shapes alone (nothing is allocated): the weights and
+    their copies (gradients, optimiser moments, the average, the best epoch's: 8 in all when training), and each block's
+    output kept for the backward pass (3 tensors a unit) for one batch."""
     conv, mobile = config.block_counts
     channels, height, width = config.input_dim
     params, activations = 0, channels * height * width

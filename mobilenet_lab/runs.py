@@ -1,5 +1,5 @@
-"""What a run of the root script prints and writes: its settings, the data, the results, metrics.json
-and the trained model."""
+"""What a run of the root script prints and writes: its settings, the data, the results, metrics.json and the trained
+model."""
 import argparse
 import sys
 import time
@@ -88,8 +88,7 @@ def plan_run(args: argparse.Namespace, root: Path) -> RunPlan:
 
 
 def _adopt(saved: SavedModel, config: Config, given: set[str], path: Path) -> Config:
-    """The saved model's settings with the flags' data settings; a flag that contradicts its architecture
-    is refused."""
+    """The saved model's settings with the flags' data settings; a flag that contradicts its architecture is refused."""
     net = saved.net.config
     theirs = Config(conv_blocks=net.conv_block_count, mobilenet_blocks=net.mobilenet_block_count,
                     input_dim=tuple(net.input_dim), num_classes=net.num_classes)

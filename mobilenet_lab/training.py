@@ -1,9 +1,8 @@
 """Training and testing: ``train`` and ``test`` with the assignment's signatures.
 
-A ``DataLoader`` draws each batch from the uint8 ImageSet with one tensor index, the batch is augmented
-as a whole (augment.py) and fed in channels_last layout, which runs the depthwise convolutions faster on
-a CPU (the benchmark measures it). Saving, printing and studies that follow every step are callbacks.
-"""
+A ``DataLoader`` draws each batch from the uint8 ImageSet with one tensor index, the batch is augmented as a whole
+(augment.py) and fed in channels_last layout, which runs the depthwise convolutions faster on a CPU (the benchmark
+measures it). Saving, printing and studies that follow every step are callbacks."""
 import copy
 import math
 import sys
@@ -45,8 +44,8 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 128,
              fuse: bool = True) -> Predictions:
-    """Run ``net`` over ``x`` in eval mode and float32, as a copy with batch norms folded in unless ``fuse``
-    is off; batches of 128 keep the activations in the CPU's caches."""
+    """Run ``net`` over ``x`` in eval mode and float32, as a copy with batch norms folded in unless ``fuse`` is off;
+    batches of 128 keep the activations in the CPU's caches."""
     net.eval()
     if fuse and isinstance(net, MobileNetLab):
         net = fused_for_inference(net)
@@ -109,8 +108,8 @@ class WeightAverage:
 
 @torch.no_grad()
 def recalibrate_batch_norm(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Measure the batch-norm statistics of ``net``'s weights afresh on ``x`` (``swa_utils.update_bn``): the
-    running ones lag the weights at the schedule's peak, and an average of weights has none of its own."""
+    """Measure the batch-norm statistics of ``net``'s weights afresh on ``x`` (``swa_utils.update_bn``): the running
+    ones lag the weights at the schedule's peak, and an average of weights has none of its own."""
     device = next(net.parameters()).device
     torch.optim.swa_utils.update_bn((to_device(x[i:i + batch_size], device) for i in range(0, len(x), batch_size)),
                                     net)
@@ -301,8 +300,7 @@ def train(net: nn.Module, train_set_x: torch.Tensor, train_set_y: torch.Tensor, 
 
     The assignment's arguments, when given, replace ``config``'s settings (``learning_rate`` is the one-cycle
     peak). ``callbacks`` get each hook with the :class:`Run` (their time is not training time); ``resume`` is a
-    ``Run.state_dict()`` to continue from, to the figures an uninterrupted run reaches.
-    """
+    ``Run.state_dict()`` to continue from, to the figures an uninterrupted run reaches."""
     given = dict(learning_rate=learning_rate, epochs=training_epochs, loss=loss_func, optimizer=optimizer)
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     if len(train_set_y) == 0 or len(valid_set_y) == 0:

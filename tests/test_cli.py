@@ -192,6 +192,16 @@ def test_bad_arguments(args, expected, tmp_path, tiny_data):
     assert tree_hash(ROOT / "saved_models") == saved
 
 
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_a_device_that_is_not_here_is_one_line(device, tiny_data, tmp_path):
+    import torch
+    if {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}[device]:
+        pytest.skip(f"{device} is here")
+    result = run_here("--data", tiny_data, "--train", "--epochs", "1", "--device", device, "--out", tmp_path / "run")
+    assert_clean_failure(result, f"--device {device} is not available on this machine")
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_incompatible_checkpoint_flags(trained, tiny_data, tmp_path):
     _, _, model = trained
     result = run_here("--data", tiny_data, "--model", model, "--conv-blocks", "4", "--out", tmp_path / "run")

@@ -1,5 +1,5 @@
-"""Benchmark: how fast this project decodes, trains and evaluates on this machine, side by side with
-the alternatives it rejected and with the PyTorch MNIST example recipe.
+"""Benchmark: how fast this project decodes, trains and evaluates on this machine, side by side with the alternatives it
+rejected and with the PyTorch MNIST example recipe.
 
     python -m mobilenet_lab prepare --out ./mnist-full --idx ../shared/data/mnist --full
     python -m mobilenet_lab bench --data ./mnist --full-data ./mnist-full
@@ -17,8 +17,7 @@ Sections (each printed as it finishes, all written to ``--out`` as JSON):
   grader      the grader's command, ``python <root script> --data DIR``, cold and warm.
   compare     with ``--against DIR`` (another checkout): 1-epoch training runs of both root scripts,
               alternately: training images/s and data wait of each, in one run.
-Timings are never asserted anywhere; they are measured and printed.
-"""
+Timings are never asserted anywhere; they are measured and printed."""
 import argparse
 import json
 import os
@@ -51,8 +50,8 @@ SCRIPT = ROOT / "FirstName_RollNumber_02_02.py"
 
 
 class MidEpochChecks(Callback):
-    """Judges the kept weights ``per_epoch`` times an epoch, as validation does at its end (time to
-    accuracy is then not rounded up to whole epochs); every check goes to ``records``."""
+    """Judges the kept weights ``per_epoch`` times an epoch, as validation does at its end (time to accuracy is then not
+    rounded up to whole epochs); every check goes to ``records``."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, train_x: torch.Tensor, per_epoch: int):
         self.x, self.y, self.train_x, self.per_epoch, self.records = x, y, train_x, per_epoch, []
@@ -86,8 +85,8 @@ def bench_decode(data: Path, config: Config) -> dict:
 
 
 def bf16_depthwise(net) -> None:
-    """Swap each ConvDw block's depthwise unit for a plain one with the same weights, which bfloat16 autocast
-    then runs in bfloat16 too (the rejected alternative of the precision section)."""
+    """Swap each ConvDw block's depthwise unit for a plain one with the same weights, which bfloat16 autocast then runs
+    in bfloat16 too (the rejected alternative of the precision section)."""
     for block in net.blocks:
         if isinstance(block, ConvDw):
             plain = ConvBNReLU(block.in_channels, block.in_channels, 3, block.stride, groups=block.in_channels)
@@ -127,29 +126,55 @@ def eval_rate(net, x: torch.Tensor, batch_size: int, fuse: bool, dtype: torch.dt
     return len(x) / (time.perf_counter() - started)
 
 
-def bench_throughput(data: Path, config: Config, steps: int, eval_images: int, rounds: int = 2) -> dict:
+def best_rates(section: str, data: Path, config: Config, steps: int, eval_images: int, train_variants: dict,
+               eval_variants: dict, rounds: int = 2) -> dict:
+    """Training and evaluation images/s of each preset under each variant, the best of interleaved rounds (a busy
+    moment hurts every variant alike). A training variant is (Config changes, train_rate keywords); an evaluation
+    variant is eval_rate keywords."""
     splits = load_splits(data, config)
     x, y, test_x = splits.train.images, splits.train.labels, splits.test.images[:eval_images]
-    train_variants = {"chosen: channels_last, batch 128": {}, "contiguous memory": {"memory_format": torch.contiguous_format},
-                      "batch 64": {"batch_size": 64}, "batch 256": {"batch_size": 256}, "1 torch thread": {"threads": 1}}
-    eval_variants = {"chosen: folded BN, batch 128": (128, True), "unfolded BN": (128, False), "batch 1000": (1000, True),
-                     "batch 32": (32, True)}
-    result = {"threads_available": torch.get_num_threads(), "train_steps": steps, "eval_images": len(test_x), "presets": {}}
+    result = {}
     for preset in PRESETS:
-        preset_config, best = replace(config, arch=preset, conv_blocks=None, mobilenet_blocks=None), {}
-        for _ in range(rounds):  # interleaved rounds, best of each: a busy moment hurts every variant alike
-            for name, how in train_variants.items():
-                c = replace(preset_config, batch_size=how.get("batch_size", 128))
-                rate = train_rate(c, x, y, steps, how.get("memory_format", torch.channels_last), how.get("threads"))
-                best[f"train | {name}"] = max(best.get(f"train | {name}", 0.0), rate)
+        c, best = replace(config, arch=preset, conv_blocks=None, mobilenet_blocks=None), {}
+        for _ in range(rounds):
+            for name, (changes, how) in train_variants.items():
+                if not (how.get("all_bf16") and c.block_counts[1] == 0):  # no depthwise layers to change
+                    rate = train_rate(replace(c, **changes), x, y, steps, **how)
+                    best[f"train | {name}"] = max(best.get(f"train | {name}", 0.0), rate)
             seed_everything(0)
-            net = init_network(*preset_config.block_counts, device="cpu")
-            for name, (batch, fuse) in eval_variants.items():
-                best[f"eval | {name}"] = max(best.get(f"eval | {name}", 0.0), eval_rate(net, test_x, batch, fuse))
-        result["presets"][preset] = best
+            net = init_network(*c.block_counts, device="cpu")
+            for name, how in eval_variants.items():
+                best[f"eval | {name}"] = max(best.get(f"eval | {name}", 0.0), eval_rate(net, test_x, **how))
+        result[preset] = best
         for name, rate in best.items():
-            print(f"throughput: {preset:<9} {name:<40} {rate:>8,.0f} images/s", flush=True)
+            print(f"{section}: {preset:<9} {name:<40} {rate:>8,.0f} images/s", flush=True)
     return result
+
+
+def bench_throughput(data: Path, config: Config, steps: int, eval_images: int) -> dict:
+    """The chosen settings against each rejected alternative."""
+    train = {f"chosen: channels_last, batch {config.batch_size}": ({}, {}),
+             "contiguous memory": ({}, {"memory_format": torch.contiguous_format}),
+             "batch 64": ({"batch_size": 64}, {}), "batch 256": ({"batch_size": 256}, {}),
+             "1 torch thread": ({}, {"threads": 1})}
+    evaluation = {"chosen: folded BN, batch 128": {"batch_size": 128, "fuse": True},
+                  "unfolded BN": {"batch_size": 128, "fuse": False}, "batch 1000": {"batch_size": 1000, "fuse": True},
+                  "batch 32": {"batch_size": 32, "fuse": True}}
+    return {"threads_available": torch.get_num_threads(), "train_steps": steps, "eval_images_at_most": eval_images,
+            "presets": best_rates("throughput", data, config, steps, eval_images, train, evaluation)}
+
+
+def bench_precision(data: Path, config: Config, steps: int, eval_images: int) -> dict:
+    """float32 against bfloat16 autocast; for mobilenet also bfloat16 with its depthwise layers in bfloat16 too
+    (the recipe's bf16 keeps them in float32)."""
+    if not cpu_has_bf16():
+        print("precision: skipped (this CPU has no bfloat16 instructions)", flush=True)
+        return {"skipped": "no bfloat16 instructions"}
+    train = {"fp32": ({"precision": "fp32"}, {}), "bf16": ({"precision": "bf16"}, {}),
+             "bf16, depthwise too": ({"precision": "bf16"}, {"all_bf16": True})}
+    evaluation = {"fp32": {"batch_size": 128, "fuse": True},
+                  "bf16": {"batch_size": 128, "fuse": True, "dtype": torch.bfloat16}}
+    return best_rates("precision", data, config, steps, eval_images, train, evaluation)
 
 
 def bench_accuracy(full_data: Path, config: Config, reference_epochs: int, checks: int) -> dict:
@@ -313,31 +338,3 @@ def _run(args: argparse.Namespace) -> int:
         write_json(args.out, results)
     print(f"\nresults: {args.out} ({results.get('seconds', 0):.0f} s in all)")
     return 0
-
-
-def bench_precision(data: Path, config: Config, steps: int, eval_images: int, rounds: int = 2) -> dict:
-    """float32 against bfloat16 autocast, training and evaluation of each preset, best of interleaved rounds; for
-    mobilenet also bfloat16 with its depthwise layers in bfloat16 too."""
-    if not cpu_has_bf16():
-        print("precision: skipped (this CPU has no bfloat16 instructions)", flush=True)
-        return {"skipped": "no bfloat16 instructions"}
-    splits = load_splits(data, config)
-    x, y, test_x = splits.train.images, splits.train.labels, splits.test.images[:eval_images]
-    variants = {"train | fp32": ("fp32", False), "train | bf16": ("bf16", False),
-                "train | bf16, depthwise too": ("bf16", True)}  # the recipe's bf16 keeps depthwise layers in fp32
-    result = {}
-    for preset in PRESETS:
-        c, best = replace(config, arch=preset, conv_blocks=None, mobilenet_blocks=None), {}
-        for _ in range(rounds):
-            for name, (precision, all_bf16) in variants.items():
-                if not (all_bf16 and c.block_counts[1] == 0):
-                    rate = train_rate(replace(c, precision=precision), x, y, steps, all_bf16=all_bf16)
-                    best[name] = max(best.get(name, 0.0), rate)
-            seed_everything(0)
-            net = init_network(*c.block_counts, device="cpu")
-            for name, dtype in (("eval | fp32", None), ("eval | bf16", torch.bfloat16)):
-                best[name] = max(best.get(name, 0.0), eval_rate(net, test_x, 128, True, dtype))
-        result[preset] = best
-        for name, rate in best.items():
-            print(f"precision: {preset:<9} {name:<34} {rate:>8,.0f} images/s", flush=True)
-    return result

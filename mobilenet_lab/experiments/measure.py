@@ -1,5 +1,5 @@
-"""Measuring helpers shared by the benchmark, the report's runs and the seeds study: what machine a figure
-came from, a command run as its own process (wall time, peak memory), and call latencies."""
+"""Measuring helpers shared by the benchmark, the report's runs and the seeds study: what machine a figure came from, a
+command run as its own process (wall time, peak memory), and call latencies."""
 import os
 import platform
 import statistics
@@ -49,8 +49,8 @@ def machine() -> dict:
 
 
 def run_process(cmd: list[str], env: dict | None = None, peak: bool = False) -> dict:
-    """Run ``cmd`` (a Python script and its arguments when ``peak``) to the end: wall seconds, exit status,
-    output, and with ``peak`` its peak resident memory in MB (None where /proc is missing)."""
+    """Run ``cmd`` (a Python script and its arguments when ``peak``) to the end: wall seconds, exit status, output, and
+    with ``peak`` its peak resident memory in MB (None where /proc is missing)."""
     if peak:
         cmd = [sys.executable, "-c", _PEAK_WRAPPER, *cmd]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

@@ -2,8 +2,7 @@
 
 A section file holds ``# Heading`` / ``## Subheading`` lines, paragraphs, ``- `` bullets and ``[[figure NAME:
 caption]]`` / ``[[table NAME: caption]]`` lines. Every number is a placeholder such as
-``{mobilenet.test_accuracy:.2%}`` or ``{figure.grid}``; one that names no result stops the build.
-"""
+``{mobilenet.test_accuracy:.2%}`` or ``{figure.grid}``; one that names no result stops the build."""
 import io
 import json
 import re
@@ -137,8 +136,8 @@ def _model_facts(res: dict, arch: str) -> SimpleNamespace:
 
 
 def _one_sign(tiles: np.ndarray) -> float:
-    """The share of 3x3 kernels whose weights mostly share one sign (|sum| at least half of sum |w|): weighted
-    averages rather than edge detectors, whose positive and negative weights cancel."""
+    """The share of 3x3 kernels whose weights mostly share one sign (|sum| at least half of sum |w|): weighted averages
+    rather than edge detectors, whose positive and negative weights cancel."""
     kernels = tiles.reshape(-1, tiles.shape[-2] * tiles.shape[-1])
     kernels = kernels[~np.isnan(kernels).any(1)]
     return float((np.abs(kernels.sum(1)) >= 0.5 * np.abs(kernels).sum(1)).mean())

@@ -1,12 +1,10 @@
-"""The reference recipe the benchmark compares against: the well-known PyTorch MNIST example
-(pytorch/examples, ``mnist/main.py``), written here from its description.
+"""The reference recipe the benchmark compares against: the well-known PyTorch MNIST example (pytorch/examples,
+``mnist/main.py``), written here from its description.
 
-Two 3x3 convolutions (32 and 64 channels) with ReLU, 2x2 max-pool, dropout 0.25, fc 9216-128,
-ReLU, dropout 0.5, fc 128-10, log-softmax with NLL loss; Adadelta at learning rate 1.0 with
-StepLR gamma 0.7 after every epoch; batch 64; every item turned into a PIL image, converted
-with ToTensor and normalised with mean 0.1307 and std 0.3081 by a per-item DataLoader (as
-torchvision's MNIST dataset does); test batches of 1000 after every epoch.
-"""
+Two 3x3 convolutions (32 and 64 channels) with ReLU, 2x2 max-pool, dropout 0.25, fc 9216-128, ReLU, dropout 0.5, fc
+128-10, log-softmax with NLL loss; Adadelta at learning rate 1.0 with StepLR gamma 0.7 after every epoch; batch 64;
+every item turned into a PIL image, converted with ToTensor and normalised with mean 0.1307 and std 0.3081 by a per-item
+DataLoader (as torchvision's MNIST dataset does); test batches of 1000 after every epoch."""
 import time
 from typing import Callable
 
@@ -42,8 +40,8 @@ class ReferenceNet(nn.Module):
 
 
 class PilItems(Dataset):
-    """uint8 images (N, 1, 28, 28) served one at a time as the example's data are: a PIL
-    image per item, then ToTensor and Normalize."""
+    """uint8 images (N, 1, 28, 28) served one at a time as the example's data are: a PIL image per item, then ToTensor
+    and Normalize."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y

@@ -4,12 +4,10 @@
     python -m mobilenet_lab report --only-pdf --name Ali --roll-number 21L-1234        # the PDF from results/ alone
     python -m mobilenet_lab report --quick --results /tmp/quick                         # the plan on a tiny set
 
-The plan (``plan()``) is data: sweeps that each change one setting of a sweep baseline, a grid of
-block counts, and replicates of the saved models' recipe with other seeds. The two main models
-are the saved models themselves, evaluated here. Each run stores its figures as one JSON file;
-the main models also store the small arrays their figures need (an .npz file). A run whose result
-is stored is never trained again; a run stopped part-way resumes from its last epoch.
-"""
+The plan (``plan()``) is data: sweeps that each change one setting of a sweep baseline, a grid of block counts, and
+replicates of the saved models' recipe with other seeds. The two main models are the saved models themselves, evaluated
+here. Each run stores its figures as one JSON file; the main models also store the small arrays their figures need (an
+.npz file). A run whose result is stored is never trained again; a run stopped part-way resumes from its last epoch."""
 import argparse
 import concurrent.futures
 import functools
@@ -59,8 +57,8 @@ QUICK = {"train": 400, "val": 100, "test": 200, "epochs": 1}
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: a name, the Config it trains (the sweep baseline or the recipe, overridden), and the
-    (group, value) pairs it stands for in the report."""
+    """One training run: a name, the Config it trains (the sweep baseline or the recipe, overridden), and the (group,
+    value) pairs it stands for in the report."""
     name: str
     config: Config
     groups: tuple[tuple[str, object], ...]
@@ -211,9 +209,9 @@ def describe_saved(arch: str, data: Path, idx: Path | None, quick: bool, out: Pa
 
 
 def costs(config: Config, quick: bool) -> dict:
-    """What an architecture costs, measured quietly after the runs: parameters, FLOPs, latency, evaluation
-    images/s and training images/s in float32 (and bfloat16 where the CPU has it) with this machine's threads;
-    for ConvDw blocks the standard 3x3 convolution each replaces."""
+    """What an architecture costs, measured quietly after the runs: parameters, FLOPs, latency, evaluation images/s and
+    training images/s in float32 (and bfloat16 where the CPU has it) with this machine's threads; for ConvDw blocks the
+    standard 3x3 convolution each replaces."""
     net = init_network(*config.block_counts, device="cpu")
     x, y, steps = torch.randint(0, 256, (2048, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (2048,)), 3 if quick else 20
     started = time.perf_counter()
@@ -277,8 +275,8 @@ def run_plan(args: argparse.Namespace, data: Path) -> dict:
 
 
 def _trained(missing: list[RunSpec], args: argparse.Namespace, data: Path, scratch: Path):
-    """(spec, result) for each missing run as it finishes: one after the other, or ``--jobs`` at a time in
-    worker processes of one torch thread each."""
+    """(spec, result) for each missing run as it finishes: one after the other, or ``--jobs`` at a time in worker
+    processes of one torch thread each."""
     if args.jobs == 1:
         for spec in missing:
             yield spec, execute(spec, data, args.idx, args.quick, scratch, None)

@@ -1,5 +1,5 @@
-"""The recipe over several seeds: how far one run's score falls from the recipe's mean, with any setting
-of the Config changed (e.g. --weight-decay 0.05 or --precision bf16).
+"""The recipe over several seeds: how far one run's score falls from the recipe's mean, with any setting of the Config
+changed (e.g. --weight-decay 0.05 or --precision bf16).
 
     python -m mobilenet_lab seeds --data ./mnist --idx ../shared/data/mnist --seeds 0 1 2 --threads 1
 
@@ -7,8 +7,7 @@ Each seed trains the recipe through train(), as the root script does with ``--se
 validation split and initial weights. The returned weights are scored on the test digits and, with
 ``--idx``, on the MNIST training digits the dataset left out ("dev": never trained on, not the test
 set). Choices are made on validation and dev figures only; test figures are reported, never used to
-pick a setting or a seed.
-"""
+pick a setting or a seed."""
 import argparse
 import statistics
 import sys

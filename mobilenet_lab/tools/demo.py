@@ -2,10 +2,9 @@
 
     python -m mobilenet_lab demo [--model PATH] [--port N]
 
-The page (plain HTML, JS and CSS in ``demo_static/``, nothing fetched from the internet)
-shows the prediction, the probability of every class as bars, what the model saw, and the
-Grad-CAM heatmap, updated while one draws. The server is the standard library's; it binds
-to 127.0.0.1 unless told otherwise.
+The page (plain HTML, JS and CSS in ``demo_static/``, nothing fetched from the internet) shows the prediction, the
+probability of every class as bars, what the model saw, and the Grad-CAM heatmap, updated while one draws. The server is
+the standard library's; it binds to 127.0.0.1 unless told otherwise.
 
 API:
     GET  /api/info     -> {"model", "description", "classes", "input_dim", "max_bytes"}
@@ -13,8 +12,7 @@ API:
                        -> {"label", "index", "classes", "probs", "input_png", "cam_png", "ms"}
     Errors are JSON {"error": message} with status 400 (empty or malformed request), 404, 405,
     411 (no Content-Length), 413 (too large), 415 (not a picture's content type) or 422
-    (a picture that cannot be read or holds no digit).
-"""
+    (a picture that cannot be read or holds no digit)."""
 import argparse
 import json
 import sys

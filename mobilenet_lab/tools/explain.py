@@ -2,11 +2,10 @@
 
     python -m mobilenet_lab explain [--model PATH | --conv-blocks N --mobilenet-blocks M]
 
-For every layer: its output shape, parameters and FLOPs for one image, measured with torch's FLOP
-counter (a multiply-add counts as 2 FLOPs; batch norm, ReLU and pooling are not counted). For every
-ConvDw block also the FLOPs of a standard 3x3 convolution with the same channels and stride, their
-ratio, and the MobileNet paper's formula for it, 1/N + 1/Dk^2 (N output channels, Dk the kernel size).
-"""
+For every layer: its output shape, parameters and FLOPs for one image, measured with torch's FLOP counter (a
+multiply-add counts as 2 FLOPs; batch norm, ReLU and pooling are not counted). For every ConvDw block also the FLOPs of
+a standard 3x3 convolution with the same channels and stride, their ratio, and the MobileNet paper's formula for it,
+1/N + 1/Dk^2 (N output channels, Dk the kernel size)."""
 import argparse
 import sys
 from dataclasses import dataclass
@@ -48,8 +47,8 @@ def measure(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
 
 
 def standard_conv_like(block: ConvDw) -> nn.Sequential:
-    """What a ConvDw block replaces: a standard convolution (with batch norm and ReLU) with the same channels,
-    kernel, stride and padding."""
+    """What a ConvDw block replaces: a standard convolution (with batch norm and ReLU) with the same channels, kernel,
+    stride and padding."""
     return ConvBNReLU(block.in_channels, block.out_channels, block.depthwise.kernel_size[0], block.stride)
 
 
@@ -64,8 +63,8 @@ def describe(module: nn.Module) -> str:
 
 @torch.no_grad()
 def layer_costs(net: MobileNetLab) -> list[LayerCost]:
-    """Every layer of ``net`` measured on one image of its input size: the input stage, each block (a ConvDw
-    block followed by its depthwise and pointwise halves), pooling and fc."""
+    """Every layer of ``net`` measured on one image of its input size: the input stage, each block (a ConvDw block
+    followed by its depthwise and pointwise halves), pooling and fc."""
     net = net.eval()
     x = torch.zeros(1, *net.config.input_dim, device=next(net.parameters()).device)
     rows: list[LayerCost] = []

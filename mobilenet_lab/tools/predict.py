@@ -2,10 +2,8 @@
 
     python -m mobilenet_lab predict IMAGE_OR_FOLDER... [--model PATH] [--top K] [--cam]
 
-Each picture is first converted the way MNIST was made (preprocess.py); the most probable classes
-are printed per picture. With ``--cam``, a Grad-CAM picture (what the model saw, and where it
-looked) is saved next to each picture.
-"""
+Each picture is first converted the way MNIST was made (preprocess.py); the most probable classes are printed per
+picture. With ``--cam``, a Grad-CAM picture (what the model saw, and where it looked) is saved next to each picture."""
 import argparse
 import base64
 import io
@@ -32,8 +30,8 @@ PICTURE_SCALE = 8         # 28x28 inputs are drawn 224x224
 
 @dataclass
 class Classification:
-    """What the model made of one picture: the MNIST-style input it saw (uint8 C x H x W), every class's
-    probability, and the Grad-CAM map of the predicted class (or None)."""
+    """What the model made of one picture: the MNIST-style input it saw (uint8 C x H x W), every class's probability,
+    and the Grad-CAM map of the predicted class (or None)."""
     model_input: torch.Tensor
     probs: torch.Tensor
     class_names: list[str]

@@ -1,5 +1,5 @@
-"""Write a dataset in the assignment's layout: train.zip and test.zip, each an image folder plus a CSV of
-image name and label.
+"""Write a dataset in the assignment's layout: train.zip and test.zip, each an image folder plus a CSV of image name and
+label.
 
     python -m mobilenet_lab prepare --out ./mnist --idx ../shared/data/mnist
     python -m mobilenet_lab prepare --out ./mnist-full --idx ../shared/data/mnist --full
@@ -9,8 +9,7 @@ From the four MNIST IDX files (gzipped or not), the train part is an imbalanced 
 ``--imbalance`` times the smallest) and the test part MNIST's 10,000 test digits. The embedded
 sample's 5,000 digits are left out of the train part, so a model trained here is never tested on
 a digit it saw when it is run on the sample. ``--full`` keeps every training digit (for the
-benchmark). Without ``--idx`` it writes the embedded sample itself.
-"""
+benchmark). Without ``--idx`` it writes the embedded sample itself."""
 import argparse
 import sys
 from pathlib import Path

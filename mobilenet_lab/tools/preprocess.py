@@ -1,9 +1,8 @@
 """Turn any picture of a digit into the input the network was trained on, the way MNIST was made.
 
-MNIST's digits were scanned, converted to white ink on a black background, fitted into a
-20x20 box (aspect ratio kept, grey levels from anti-aliasing) and placed in a 28x28 field
-with their centre of mass at the centre. :func:`mnist_style` repeats those steps for a
-canvas drawing, a scan or a photo of a digit written on paper:
+MNIST's digits were scanned, converted to white ink on a black background, fitted into a 20x20 box (aspect ratio kept,
+grey levels from anti-aliasing) and placed in a 28x28 field with their centre of mass at the centre. :func:`mnist_style`
+repeats those steps for a canvas drawing, a scan or a photo of a digit written on paper:
 
 1. grayscale (transparency flattened onto a background that contrasts with the ink);
 2. invert when the ink is darker than the background;
@@ -13,8 +12,7 @@ canvas drawing, a scan or a photo of a digit written on paper:
 5. thicken strokes that are much thinner than MNIST's (a pen on paper), scale the crop
    into a 20x20 box and place it in 28x28 centred by mass.
 
-Used by ``python -m mobilenet_lab.predict`` and by the draw-a-digit page.
-"""
+Used by ``python -m mobilenet_lab.predict`` and by the draw-a-digit page."""
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +34,8 @@ FRAME_FRACTION = 0.5        # a blob lining this share of a side of the picture 
 
 
 def read_image(source: bytes | str | Path, name: str | None = None) -> Image.Image:
-    """A picture (PNG, JPEG, GIF, BMP, WebP, TIFF ...) from its bytes or a path, EXIF rotation applied;
-    files, bytes and pixels are checked against the limits (limits.py) before decoding."""
+    """A picture (PNG, JPEG, GIF, BMP, WebP, TIFF ...) from its bytes or a path, EXIF rotation applied; files, bytes and
+    pixels are checked against the limits (limits.py) before decoding."""
     where = name or (str(source) if isinstance(source, (str, Path)) else "the image")
     data = read_file(Path(source), MAX_IMAGE_BYTES, "picture") if isinstance(source, (str, Path)) else source
     return ImageOps.exif_transpose(open_image(data, where))
@@ -46,8 +44,7 @@ def read_image(source: bytes | str | Path, name: str | None = None) -> Image.Ima
 def grayscale(img: Image.Image) -> np.ndarray:
     """The picture as a float32 array in [0, 255], shrunk to at most WORK_SIDE pixels a side.
 
-    Transparent pixels become white behind dark ink and black behind light ink.
-    """
+    Transparent pixels become white behind dark ink and black behind light ink."""
     if max(img.size) > WORK_SIDE:
         img = img.copy()
         img.thumbnail((WORK_SIDE, WORK_SIDE), Image.BOX)
@@ -68,9 +65,8 @@ def grayscale(img: Image.Image) -> np.ndarray:
 def ink_map(gray: np.ndarray) -> np.ndarray:
     """Ink strength in [0, 1] per pixel (ink bright, background 0).
 
-    The ink is the minority whose brightness lies farthest from the median; the picture is
-    inverted when that is darker than the background.
-    """
+    The ink is the minority whose brightness lies farthest from the median; the picture is inverted when that is darker
+    than the background."""
     smooth = ndimage.uniform_filter(gray, size=3)
     median = float(np.median(smooth))
     if median - smooth.min() > smooth.max() - median:  # the ink is darker than the background
@@ -86,9 +82,8 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
 
 
 def background(gray: np.ndarray) -> np.ndarray:
-    """Smooth background brightness per pixel: a low percentile per tile, the lowest of each
-    tile's neighbours, upsampled. Ink covering most of one tile does not raise it.
-    """
+    """Smooth background brightness per pixel: a low percentile per tile, the lowest of each tile's neighbours,
+    upsampled. Ink covering most of one tile does not raise it."""
     h, w = gray.shape
     rows = np.array_split(np.arange(h), min(TILES, h))
     cols = np.array_split(np.arange(w), min(TILES, w))
@@ -99,10 +94,8 @@ def background(gray: np.ndarray) -> np.ndarray:
 
 
 def crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    """The ink's bounding box, with specks (blobs far smaller than the largest) erased, and
-    frames too (blobs lining most of a side, such as the table beside a photographed sheet)
-    when anything else is left.
-    """
+    """The ink's bounding box, with specks (blobs far smaller than the largest) erased, and frames too (blobs lining
+    most of a side, such as the table beside a photographed sheet) when anything else is left."""
     labels, count = ndimage.label(ink > 0.3, structure=np.ones((3, 3)))
     if count == 0:
         raise UserError("no digit found: the ink is too faint; draw or photograph a darker digit")
@@ -136,8 +129,7 @@ def thicken(ink: np.ndarray) -> np.ndarray:
 
 def fit_and_centre(ink: np.ndarray, side: int = MNIST_SIDE) -> np.ndarray:
     """Scale the cropped ink into a box of 20/28 of ``side`` (aspect kept) and place it in a
-    ``side`` x ``side`` field with its centre of mass at the centre.
-    """
+    ``side`` x ``side`` field with its centre of mass at the centre."""
     box = max(1, round(side * MNIST_BOX / MNIST_SIDE))
     h, w = ink.shape
     scale = box / max(h, w)

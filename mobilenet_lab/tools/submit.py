@@ -10,8 +10,7 @@ package's core modules, module by module under a header comment each, followed b
 script's main; the package stays the only copy of the code in the repository. The packager then
 runs the unpacked copy in a fresh folder with neither the repository nor the package on the path:
 the grader's command, and a one-epoch training run on a small subset. Exit status 0 when every rule
-passes, 1 when one fails, 2 on bad input.
-"""
+passes, 1 when one fails, 2 on bad input."""
 import argparse
 import ast
 import io
@@ -131,8 +130,8 @@ def _defined(source: str) -> set[str]:
 
 
 def single_file(names: Names, project: Path = PROJECT, package: Path | None = None) -> str:
-    """The submission's one .py file: every core module under a header comment, the student's identity, then
-    the root script's parser and main. Two modules that define the same top-level name stop the build."""
+    """The submission's one .py file: every core module under a header comment, the student's identity, then the root
+    script's parser and main. Two modules that define the same top-level name stop the build."""
     package = package or project / "mobilenet_lab"
     owner: dict[str, str] = {}
     binding: dict[str, tuple[str, str]] = {}
@@ -184,8 +183,8 @@ def find_entry_script(root: Path) -> Path:
 
 
 def grader_readme(names: Names, project: Path) -> str:
-    """Readme.txt for the grader (grader_readme.txt filled in): what to install, how to evaluate each saved model
-    and what it scores, how to train; every command works with what the zip holds."""
+    """Readme.txt for the grader (grader_readme.txt filled in): what to install, how to evaluate each saved model and
+    what it scores, how to train; every command works with what the zip holds."""
     scores = []
     for model in sorted((project / "saved_models").glob("*.pt")):
         metrics = read_checkpoint(model)["metrics"]
@@ -288,8 +287,8 @@ def _pdf_text(path: Path) -> str | None:
 
 
 def run_as_grader(folder: Path, names: Names) -> list[Rule]:
-    """The .py answers --help; ``python ROLL_02_02.py`` evaluates the saved model; a one-epoch training run on a
-    small subset works; each prints the name. Run isolated (-I) in the unpacked folder: no package on the path."""
+    """The .py answers --help; ``python ROLL_02_02.py`` evaluates the saved model; a one-epoch training run on a small
+    subset works; each prints the name. Run isolated (-I) in the unpacked folder: no package on the path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     rules = []
     for what, args in (("answers --help", ["--help"]), ("evaluates the saved model", []),
