@@ -1,4 +1,4 @@
-"""``python -m mobilenet_lab COMMAND ...``: the tools and experiments by short names.
+"""usage: python -m mobilenet_lab COMMAND [--help | ARGUMENTS]: the tools and experiments by short names.
 
     prepare  build a dataset in the assignment's layout      predict  classify pictures of digits
     explain  parameters and FLOPs layer by layer            demo     the draw-a-digit page
@@ -14,9 +14,11 @@ COMMANDS = {"prepare": "tools.prepare", "predict": "tools.predict", "explain": "
             "seeds": "experiments.seeds"}
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        print(__doc__.strip() if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help") else
-              f"error: unknown command {sys.argv[1]!r}: choose one of {', '.join(COMMANDS)}", file=sys.stderr)
-        sys.exit(0 if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help") else 2)
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stdout if len(sys.argv) >= 2 else sys.stderr)
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
+    if sys.argv[1] not in COMMANDS:
+        print(f"error: unknown command {sys.argv[1]!r}: choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
     keep_freed_memory()  # process-wide: reuse freed activation buffers (malloc.py)
     sys.exit(importlib.import_module(f".{COMMANDS[sys.argv[1]]}", __package__).main(sys.argv[2:]))

@@ -30,11 +30,11 @@ class SettingError(UserError):
 
 
 def setting(default, help: str, group: str = "training", *, low=None, high=None, rule: str = "", example="",
-            zero: str = "", choices: tuple = (), metavar: str | None = None):
+            zero: str = "", choices: tuple = (), metavar: str | None = None, none: str = "all"):
     """A field with its flag's help and its range: ``low <= value <= high`` (``high`` exclusive when
-    ``rule`` says "below"), or one of ``choices``; ``zero`` says what 0 means."""
+    ``rule`` says "below"), or one of ``choices``; ``zero`` says what 0 means, ``none`` what None means."""
     meta = dict(help=help, group=group, low=low, high=high, rule=rule, example=example, zero=zero,
-                choices=choices, metavar=metavar)
+                choices=choices, metavar=metavar, none=none)
     return field(default=default, metadata=meta)
 
 
@@ -75,7 +75,8 @@ class Config:
         "data", metavar="N|FRAC")
     val_size: int | float | None = setting(
         None, "validation images taken (stratified) from the train part: a count or a fraction (default: "
-              "2%%, at least 300 images and at most a fifth of the part)", "data", metavar="N|FRAC")
+              "2%%, at least 300 images and at most a fifth of the part)", "data", metavar="N|FRAC",
+        none="2%, at least 300 and at most a fifth of the train part")
     test_size: int | float | None = setting(
         None, "test images: a count or a fraction of the test part (default: all)", "data", metavar="N|FRAC")
     input_dim: tuple[int, int, int] = setting(
@@ -206,14 +207,13 @@ class Config:
 
     def table(self, groups: tuple[str, ...] = ("data", "model", "training")) -> str:
         """The settings of ``groups``, one per line, aligned."""
-        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["group"] in groups}
+        shown = {f.name: f.metadata["none"] if getattr(self, f.name) is None else getattr(self, f.name)
+                 for f in fields(self) if f.metadata["group"] in groups}
         if "model" in groups:
             shown.update(conv_blocks=self.block_counts[0], mobilenet_blocks=self.block_counts[1],
                          arch=self.preset)
-        if shown.get("val_size", 0) is None:  # None is the default split here, not every image
-            shown["val_size"] = "2%, at least 300 and at most a fifth of the train part"
         width = max(map(len, shown))
-        return "\n".join(f"  {k:<{width}}  {'all' if v is None else v}" for k, v in shown.items())
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in shown.items())
 
 
 def add_flags(parser: argparse.ArgumentParser, groups: dict) -> None:

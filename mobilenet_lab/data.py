@@ -26,6 +26,7 @@ from .limits import MAX_CSV_BYTES, MAX_IMAGE_BYTES, check_memory, check_size, op
 from .sample import cache_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # Pillow's 16-bit and 32-bit grayscale modes
 NAME_COLUMNS = ("file", "filename", "file_name", "name", "image", "img", "image_name", "id", "path", "image_id")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "digit", "y", "category")
 DELIMITERS = ",;\t|"
@@ -253,13 +254,18 @@ def read_labels(reader: PartReader) -> tuple[list[str], list[int]]:
     return entries, labels
 
 
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit or float grayscale picture as 8-bit "L": 16-bit modes (and values above 255) scale from 65535."""
+    arr = np.asarray(img, dtype=np.float64)
+    peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    return Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
 def decode_image(data: bytes, channels: int, size: tuple[int, int], where: str) -> tuple[np.ndarray, set[str]]:
     """One image as uint8 (H, W, C), converted to ``channels`` and ``size``; and notes on what was converted."""
     img, notes = open_image(data, where), set()
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in WIDE_MODES:
+        img = eight_bit(img)
         notes.add("16-bit images scaled to 8 bits")
     target = "L" if channels == 1 else "RGB"
     if img.mode != target:

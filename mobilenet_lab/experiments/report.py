@@ -118,9 +118,10 @@ def data_config(config: Config, data: Path, quick: bool) -> Config:
     return replace(config, val_size=val, test_size=min(QUICK["test"], n_test), train_size=train)
 
 
-def summarise(net, splits, history, started: float, dev=None) -> dict:
-    """The figures a run stores: test metrics, history, timing, size, and the dev accuracy when given."""
-    pred = evaluate(net, splits.test.images, splits.test.labels)
+def summarise(net, splits, history, started: float, dev=None, pred=None) -> dict:
+    """The figures a run stores: test metrics, history, timing, size, and the dev accuracy when given (``pred``: the
+    test predictions, when already made)."""
+    pred = pred if pred is not None else evaluate(net, splits.test.images, splits.test.labels)
     metrics = compute_metrics(splits.test.labels, pred.labels, pred.probs, splits.class_names)
     record = {"status": "ok", "metrics": {k: v for k, v in metrics.items() if k != "class_names"},
               "test_loss": pred.loss, "history": history, "parameters": count_parameters(net),
@@ -183,10 +184,10 @@ def describe_saved(arch: str, data: Path, idx: Path | None, quick: bool, out: Pa
     config = data_config(saved.config, data, quick)
     splits = load_splits(data, config)
     dev = left_out_digits(idx, splits) if idx is not None else None
-    record = summarise(saved.net, splits, saved.history, started, dev)
+    pred = evaluate(saved.net, splits.test.images, splits.test.labels)
+    record = summarise(saved.net, splits, saved.history, started, dev, pred)
     record.update(config=saved.config.as_dict(), saved_metrics=saved.metrics, versions=saved.versions,
                   train_counts=saved.class_counts)
-    pred = evaluate(saved.net, splits.test.images, splits.test.labels)
     images, y_true = splits.test.images, splits.test.labels.numpy()
     y_pred, probs = pred.labels.numpy(), pred.probs.numpy()
     record["roc"] = thinned_roc(y_true, probs, splits.class_names)

@@ -17,13 +17,13 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ..checkpoint import open_checkpoint
+from ..data import IMAGE_EXTENSIONS
 from ..errors import Parser, UserError, run_cli
 from ..gradcam import grad_cam
 from ..training import evaluate
 from .preprocess import read_image, to_model_input
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "mobilenet.pt"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CAM_SUFFIX = ".cam.png"   # Grad-CAM pictures written by --cam (skipped when a folder is read again)
 PICTURE_SCALE = 8         # 28x28 inputs are drawn 224x224
 
@@ -120,9 +120,9 @@ def collect_images(inputs: list[str]) -> list[Path]:
         path = Path(text)
         if path.is_dir():
             pictures = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                              and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(CAM_SUFFIX))
+                              and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.endswith(CAM_SUFFIX))
             if not pictures:
-                raise UserError(f"folder {path} holds no pictures ({', '.join(IMAGE_SUFFIXES)})")
+                raise UserError(f"folder {path} holds no pictures ({', '.join(IMAGE_EXTENSIONS)})")
             found.extend(pictures)
         elif path.is_file():
             found.append(path)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
 
+from ..data import WIDE_MODES, eight_bit
 from ..errors import UserError
 from ..limits import MAX_IMAGE_BYTES, open_image, read_file
 
@@ -48,9 +49,8 @@ def grayscale(img: Image.Image) -> np.ndarray:
     if max(img.size) > WORK_SIDE:
         img = img.copy()
         img.thumbnail((WORK_SIDE, WORK_SIDE), Image.BOX)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        return np.clip(arr * (255.0 / (65535.0 if arr.max() > 255 else 255.0)), 0, 255)
+    if img.mode in WIDE_MODES:
+        img = eight_bit(img)  # as the dataset loader reads it
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3] / 255.0

@@ -28,20 +28,20 @@ from pathlib import Path, PurePosixPath
 from pypdf import PdfReader
 
 from ..checkpoint import read_checkpoint
+from ..data import IMAGE_EXTENSIONS
 from ..errors import Parser, UserError, run_cli
+from ..experiments.measure import ROOT
 from ..experiments.pdf import build_pdf
 from ..files import atomic_write
 from ..student import PLACEHOLDER, identity
 
-PROJECT = Path(__file__).resolve().parents[2]
-CORE = PROJECT / "mobilenet_lab"
+CORE = ROOT / "mobilenet_lab"
 SUFFIX = "_02_02"
 ROOT_ENTRIES = 4
 MAX_ZIP_MB = 50          # what course sites commonly accept for one upload
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scikit-learn", "scipy", "matplotlib", "seaborn",
             "tqdm", "mlxtend")
 DATA_SUFFIXES = (".csv", ".tsv", ".npy", ".npz", ".idx", ".gz", ".zip", ".tar", ".7z", ".rar", ".h5", ".parquet", ".pkl")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 RUN_TIMEOUT_S = 900
 README = Path(__file__).resolve().parent / "grader_readme.txt"
 
@@ -129,7 +129,7 @@ def _defined(source: str) -> set[str]:
     return names
 
 
-def single_file(names: Names, project: Path = PROJECT, package: Path | None = None) -> str:
+def single_file(names: Names, project: Path = ROOT, package: Path | None = None) -> str:
     """The submission's one .py file: every core module under a header comment, the student's identity, then the root
     script's parser and main. Two modules that define the same top-level name stop the build."""
     package = package or project / "mobilenet_lab"
@@ -239,7 +239,7 @@ def check_zip(zip_path: Path, names: Names, unpacked: Path) -> list[Rule]:
     pdf_text = _pdf_text(report)
     readme_text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
     data = [str(f) for f in files if f.suffix.lower() in DATA_SUFFIXES or "-ubyte" in f.name
-            or (f.suffix.lower() in IMAGE_SUFFIXES)]
+            or (f.suffix.lower() in IMAGE_EXTENSIONS)]
     bad_modes = [i.filename for i in infos if not i.is_dir() and (i.external_attr >> 16) & 0o777 not in (0o644, 0)]
     models = sorted((folder / "saved_models").glob("*.pt")) if (folder / "saved_models").is_dir() else []
     size_mb = zip_path.stat().st_size / 1e6
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m mobilenet_lab submit", description=__doc__.split("\n\n")[0])
     p.add_argument("--name", metavar="FIRST", help="your first name (default: student.json's)")
     p.add_argument("--roll-number", metavar="ROLL", help="your roll number (default: student.json's)")
-    p.add_argument("--root", metavar="DIR", type=Path, default=PROJECT, help="the project to package (default: this one)")
+    p.add_argument("--root", metavar="DIR", type=Path, default=ROOT, help="the project to package (default: this one)")
     p.add_argument("--out", metavar="DIR", type=Path, help="folder for the zip (default: the project folder)")
     p.add_argument("--check", metavar="ZIP", type=Path, help="check this zip against the rules; build nothing")
     p.add_argument("--run", action="store_true", help="with --check, also run the unpacked copy as a grader would")
