@@ -194,13 +194,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), from /proc/cpuinfo (Linux only)."""
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags from /proc/cpuinfo (Linux only; elsewhere none)."""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[1].split()))
+        return set()
+    return set(flags.split(":", 1)[1].split())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def autocast_dtype(precision: str, plain: bool, device: torch.device) -> torch.dtype | None:

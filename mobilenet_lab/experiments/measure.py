@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..model import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 # Runs a Python script and, at exit, prints its peak resident memory (VmHWM, reset by exec) on
 # stderr. A child's ru_maxrss would start from the size of the parent it was forked from.
@@ -24,14 +26,6 @@ _PEAK_WRAPPER = ("import atexit, runpy, sys\n"
                  "atexit.register(peak)\n"
                  "sys.argv = sys.argv[1:]\n"
                  "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-
-
-def cpu_flags() -> set[str]:
-    try:
-        return set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                        if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return set()
 
 
 def machine() -> dict:
