@@ -1,8 +1,8 @@
 """mobilenet_lab: MNIST classification with MobileNet v1 depthwise-separable blocks.
 
-The assignment's parts, one module each: the settings (config.Config), the dataset (data.MnistCsvDataset,
-data.load_splits), the blocks and networks (model.ConvDw, model.init_network), training and testing (training.train,
-training.test), saving and loading (checkpoint.save, checkpoint.load), the figures (figures.visualize). The experiments
-behind Report.pdf live in ``experiments/``, the viva and submission tools in ``tools/``; neither is imported by these
-modules."""
-__version__ = "0.2.0"
+The assignment's parts, in its order: the data loader (data.MnistCsvDataset, data.load_splits, data.data_loader), the
+blocks and networks (model.ConvDw, model.init_network), training (training.train), saving and loading
+(checkpoint.save, checkpoint.load), testing (evaluation.test), the figures (figures.visualize); the helpers they use
+(config, reading, augment, losses, metrics, files, sample, runs, errors). The experiments behind Report.pdf live in
+``experiments/``, the tools in ``tools/``; neither is imported by these modules."""
+__version__ = "0.3.0"

@@ -1,8 +1,5 @@
-"""Writing files so that a failure never leaves half a file behind nor loses the one it replaces.
-
-Every save in the project goes through :func:`atomic_write`: the bytes go to a temporary file in the target's folder,
-which is then renamed over the target. A failed write removes its temporary file, and a full disk is named as such.
-Temporary files that a killed process left behind are removed by the next write to the same target."""
+"""Writing files so that a failure never leaves half a file behind nor loses the one it replaces (every save goes
+through :func:`atomic_write`), and holding a run folder so that two runs never write into the same one."""
 import errno
 import io
 import json
@@ -12,50 +9,30 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, note
+
+try:
+    import fcntl  # POSIX; elsewhere run folders are not locked
+except ImportError:
+    fcntl = None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but belongs to someone else
-        return True
-    return True
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Delete ``.NAME.<pid>.tmp`` files next to ``path`` whose process is gone (it was killed mid-write)."""
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
-        return
-    prefix = f".{path.name}."
-    for old in path.parent.glob(".*.tmp"):
-        pid = old.name[len(prefix):-len(".tmp")]
-        if old.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
-            old.unlink(missing_ok=True)
-
-
-def write_error(path: Path, exc: OSError, size: int | None = None) -> UserError:
+def write_error(path: Path, exc: OSError, size: int) -> UserError:
     """The one-line error for a failed write, naming a full disk as such."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = f"{shutil.disk_usage(path.parent).free / 1e6:,.1f} MB free"
-        except OSError:
-            free = "no space left"
-        need = f"{size / 1e6:,.1f} MB needed, " if size else ""
-        return UserError(f"the disk is full: cannot write {path} ({need}{free} there): free some space or "
-                         f"choose a folder on another disk")
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        return UserError(f"the disk is full: cannot write {path} ({size / 1e6:,.1f} MB needed, {free / 1e6:,.1f} MB "
+                         f"free there): free some space or choose a folder on another disk")
     return UserError(f"cannot write {path} ({exc.strerror or exc}): choose a writable folder")
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename (see the module docstring)."""
+    """Write ``data`` to ``.NAME.tmp`` beside ``path``, then rename it over ``path``; a failed write removes it, and
+    one a killed process left is overwritten by the next write."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -70,16 +47,41 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def torch_bytes(obj) -> bytes:
-    """``torch.save`` into memory: the write itself then fails with an OSError a caller can name."""
+def save_torch(obj, path: str | Path) -> Path:
+    """``torch.save`` into memory first, so that a failed write is an OSError that atomic_write names."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def save_torch(obj, path: str | Path) -> Path:
-    return atomic_write(path, torch_bytes(obj))
+    return atomic_write(path, buffer.getvalue())
 
 
 def write_json(path: str | Path, obj) -> Path:
     return atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def hold_folder(folder: Path):
+    """Create ``folder`` and hold it: a lock on its ``.lock`` file, which names this process. A second run into it is
+    refused while this one lives; the kernel drops the lock however a process ends, and a lock file that still names
+    a process is then taken over with a note. Returns the open lock file; OSError: the folder cannot be written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / ".lock", "a+")
+    lock.seek(0)
+    holder = lock.read().strip()
+    try:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UserError(f"the run folder {folder} is in use by process {holder or '(unknown)'}: wait for that run to "
+                        f"end, or choose another folder with --out DIR") from None
+    if holder:
+        note(f"the run folder {folder} was held by process {holder}, which ended without finishing; taking it over")
+    lock.truncate(0)  # in "a+" mode, writes go to the end: now the start
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def release_folder(lock) -> None:
+    """The run finished: empty the lock file (a later run then takes the folder without a note), drop the lock."""
+    lock.truncate(0)
+    lock.close()

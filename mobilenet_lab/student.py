@@ -1,17 +1,12 @@
-"""The student's name and roll number, stored once in student.json at the project root.
-
-The submission packager writes that file; ``--name`` and ``--roll-number`` override it."""
+"""The student's name and roll number: student.json at the project root (the packager writes it), or placeholders."""
 import json
 from pathlib import Path
 
-STUDENT_FILE = Path(__file__).resolve().parent.parent / "student.json"
 PLACEHOLDER = {"name": "FirstName", "roll_number": "RollNumber"}
 
 
-def identity(path: Path = STUDENT_FILE) -> dict[str, str]:
-    """{"name": ..., "roll_number": ...} from student.json, or placeholders when it is absent or unreadable."""
+def identity(path: Path = Path(__file__).resolve().parent.parent / "student.json") -> dict[str, str]:
     try:
-        stored = json.loads(path.read_text())
-        return {k: str(stored.get(k) or PLACEHOLDER[k]) for k in PLACEHOLDER}
+        return {k: str(json.loads(path.read_text()).get(k) or v) for k, v in PLACEHOLDER.items()}
     except (OSError, ValueError, AttributeError):
         return dict(PLACEHOLDER)

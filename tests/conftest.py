@@ -11,10 +11,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mobilenet_lab.malloc import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()  # as every command-line entry point does (the test process is one)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
@@ -39,21 +35,22 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory):
     """A model trained for 1 epoch on the tiny set, saved like the root script saves it."""
+    import torch
+
     from mobilenet_lab.checkpoint import save
     from mobilenet_lab.config import Config
     from mobilenet_lab.data import load_splits
-    from mobilenet_lab.model import init_network, seed_everything, set_normalization
-    from mobilenet_lab.training import train
+    from mobilenet_lab.model import init_network
+    from mobilenet_lab.training import History, train
 
-    config = Config(conv_blocks=1, mobilenet_blocks=2, val_size=50, batch_size=32, epochs=1)
+    config = Config(conv_block_count=1, mobilenet_block_count=2, val_size=50, batch_size=32, epochs=1)
     splits = load_splits(tiny_data, config)
-    seed_everything(0)
-    net = init_network(1, 2, device="cpu")
-    set_normalization(net, splits.train.images)
-    net, history = train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels,
-                         3e-3, 1, "ce", "adamw", config=config)
-    return save(net, tmp_path_factory.mktemp("model") / "tiny.pt", splits.class_names, config, history.as_dict(),
-                {}, splits.train.class_counts(10))
+    torch.manual_seed(0)
+    net, history = init_network(1, 2, device="cpu"), History()
+    train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, 3e-3, 1, "ce", "adamw",
+          config, history)
+    return save(net, tmp_path_factory.mktemp("model") / "tiny.pt", config, history.as_dict(),
+                {"train_loss": 1.0, "train_accuracy": 0.5}, splits.train.class_counts(10))
 
 
 @pytest.fixture(scope="session")

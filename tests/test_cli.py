@@ -70,7 +70,7 @@ def test_train_then_evaluate(trained, tiny_data):
     # The validation figures judge the kept weights after their batch-norm statistics were re-measured
     # on all the training images.
     assert "batch-norm statistics re-measured" in out
-    assert metrics["validation_accuracy"] == metrics["history"]["kept_val_acc"]
+    assert metrics["validation_accuracy"] == metrics["history"]["final_val_acc"]
 
     again = run("--data", tiny_data, "--model", model, "--out", work / "eval")
     assert again.returncode == 0, again.stderr
@@ -83,7 +83,7 @@ def test_train_then_evaluate(trained, tiny_data):
 
 def test_help_lists_every_assignment_argument():
     out = run("--help").stdout  # a real process: --help must not need torch
-    for flag in ("--data", "--train-size", "--val-size", "--test-size", "--conv-blocks", "--mobilenet-blocks",
+    for flag in ("--data", "--train-size", "--val-size", "--test-size", "--conv-block-count", "--mobilenet-block-count",
                  "--input-dim", "--num-classes", "--visualize", "--epochs", "--train", "--learning-rate", "--batch-size",
                  "--optimizer", "--loss", "--seed", "--device", "--arch", "--model", "--name", "--roll-number"):
         assert flag in out
@@ -164,13 +164,15 @@ def test_bad_datasets(kind, tmp_path, tiny_data):
     (["--data", "{tiny}/train.zip"], "is a file, not a folder"),
     (["--data", "{tiny}", "--train", "--train-size", "100000"], "more than the"),
     (["--data", "{tiny}", "--train", "--test-size", "5000"], "more than the 100 test images"),
-    (["--data", "{tiny}", "--train", "--val-size", "0"], "must be positive"),
-    (["--data", "{tiny}", "--train", "--test-size", "1.5"], "fraction above 1"),
+    (["--data", "{tiny}", "--train", "--val-size", "0"], "--val-size 0 must be a positive count"),
+    (["--data", "{tiny}", "--train", "--test-size", "1.5"], "--test-size 1.5 must be a positive count like 5000 or a "
+                                                            "fraction up to 1"),
     (["--data", "{tiny}", "--model", "{tmp}/absent.pt"], "no saved model"),
     (["--data", "{tiny}", "--model", "{tmp}/truncated.pt"], "truncated"),
     (["--data", "{tiny}", "--model", "{tmp}/foreign.pt"], "not a mobilenet_lab checkpoint"),
     (["--data", "{tiny}", "--input-dim", "1,28"], "three positive integers"),
-    (["--data", "{tiny}", "--train", "--conv-blocks", "0", "--mobilenet-blocks", "0"], "at least one block"),
+    (["--data", "{tiny}", "--train", "--conv-block-count", "0", "--mobilenet-block-count", "0"], "at least one block"),
+    (["--data", "{tiny}", "--train", "--arch", "conv4", "--conv-block-count", "2"], "drop one of the two"),
     (["--data", "{tiny}", "--train", "--num-classes", "5"], "not below --num-classes 5"),
     (["--data", "{tiny}", "--train", "--out", "{tmp}/file.txt/run"], "cannot write to the output folder"),
     (["--data", "{tiny}", "--train", "--elastic", "9"], "--elastic 9 must be between 0 and 4"),
@@ -204,5 +206,5 @@ def test_a_device_that_is_not_here_is_one_line(device, tiny_data, tmp_path):
 
 def test_incompatible_checkpoint_flags(trained, tiny_data, tmp_path):
     _, _, model = trained
-    result = run_here("--data", tiny_data, "--model", model, "--conv-blocks", "4", "--out", tmp_path / "run")
-    assert_clean_failure(result, "drop --conv-blocks")
+    result = run_here("--data", tiny_data, "--model", model, "--conv-block-count", "4", "--out", tmp_path / "run")
+    assert_clean_failure(result, "drop --conv-block-count")

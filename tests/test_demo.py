@@ -110,6 +110,8 @@ def test_a_blank_drawing_and_huge_uploads_are_refused(server):
     assert status == 422 and "no digit found" in answer["error"]
     status, answer, _ = request(server, "/api/predict", b"\0" * (MAX_BYTES + 1), "application/octet-stream")
     assert status == 413 and "more than" in answer["error"]
+    status, answer, _ = request(server, "/api/predict", b"\x89PNG" + b"\0" * 50 * 2**20, "image/png")  # 50 MB
+    assert status == 413 and "52,428,804 bytes" in answer["error"]
     host, port = server.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=30)  # claims 10 GB, sends nothing
     conn.putrequest("POST", "/api/predict")

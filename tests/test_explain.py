@@ -76,15 +76,15 @@ def test_command_on_a_saved_model_and_custom_blocks(tmp_path, capsys):
     path = save(init_network(2, 1, device="cpu"), tmp_path / "m.pt")
     assert main(["--model", str(path)]) == 0
     assert "2 conv + 1 ConvDw blocks" in capsys.readouterr().out
-    assert main(["--conv-blocks", "4", "--mobilenet-blocks", "0"]) == 0
+    assert main(["--conv-block-count", "4", "--mobilenet-block-count", "0"]) == 0
     out = capsys.readouterr().out
     assert "4 conv + 0 ConvDw blocks" in out and "ConvDw blocks (" not in out
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "{tmp}/m.pt", "--conv-blocks", "1"], "not both"),
+    (["--model", "{tmp}/m.pt", "--conv-block-count", "1"], "not both"),
     (["--model", "{tmp}/none.pt"], "no saved model"),
-    (["--conv-blocks", "0", "--mobilenet-blocks", "0"], "at least one block"),
+    (["--conv-block-count", "0", "--mobilenet-block-count", "0"], "at least one block"),
     (["--input-dim", "28x28"], "C,H,W"),
     (["--num-classes", "1"], "at least two classes"),
 ])

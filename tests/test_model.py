@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenet_lab.config import PRESETS
+from mobilenet_lab.config import ARCHS
 from mobilenet_lab.errors import UserError
 from mobilenet_lab.model import ConvDw, block_schedule, conv_block, init_network
 
@@ -55,11 +55,11 @@ def test_any_input_dim(dim, conv, mobile):
         assert side >= 1
 
 
-def test_presets_are_the_assignments_architectures():
-    mobilenet = init_network(*PRESETS["mobilenet"], device="cpu")
+def test_the_two_archs_are_the_assignments_architectures():
+    mobilenet = init_network(*ARCHS["mobilenet"], device="cpu")
     assert not isinstance(mobilenet.blocks[0], ConvDw)
     assert all(isinstance(b, ConvDw) for b in mobilenet.blocks[1:])
-    conv4 = init_network(*PRESETS["conv4"], device="cpu")
+    conv4 = init_network(*ARCHS["conv4"], device="cpu")
     assert len(conv4.blocks) == 4 and not any(isinstance(b, ConvDw) for b in conv4.blocks)
     for net in (mobilenet, conv4):
         assert isinstance(net.pool, nn.AdaptiveAvgPool2d) and isinstance(net.fc, nn.Linear)
@@ -76,3 +76,18 @@ def test_uint8_and_float_inputs_agree():
     net = init_network(1, 1, device="cpu").eval()
     x = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
     assert torch.allclose(net(x), net(x.float() / 255), atol=1e-5)
+
+
+def test_after_the_fourth_block_the_map_stays_7x7_and_the_width_stays():
+    """On 28x28 digits every second block halves the map and doubles the channels only until the map is 7x7."""
+    assert block_schedule(7, (1, 28, 28)) == [(1, 48, 1), (48, 96, 2), (96, 96, 1), (96, 192, 2), (192, 192, 1),
+                                              (192, 192, 1), (192, 192, 1)]
+
+
+def test_a_cpu_is_always_a_device_and_an_absent_accelerator_is_one_line():
+    from mobilenet_lab.model import pick_device
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    absent = [d for d in ("cuda", "mps") if pick_device("auto").type != d]
+    with pytest.raises(UserError, match="is not available on this machine"):
+        pick_device(absent[0])

@@ -47,18 +47,16 @@ def untrained_model(tmp_path_factory) -> Path:
 def trained_model(tmp_path_factory) -> Path:
     """A 1 conv + 2 ConvDw network trained 2 epochs on 4,000 sample digits (about 90% accurate)."""
     from mobilenet_lab.checkpoint import save
-    from mobilenet_lab.model import init_network, set_normalization
+    from mobilenet_lab.config import Config
+    from mobilenet_lab.model import init_network
     from mobilenet_lab.training import train
     path = _model_file(tmp_path_factory, "trained.pt")
     if not path.exists():
         x, y = digits()
         x, y = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
         torch.manual_seed(0)
-        net = init_network(1, 2, device="cpu")
-        set_normalization(net, x[1000:])
-        from mobilenet_lab.config import Config
-        net, _ = train(net, x[1000:], y[1000:], x[HELD_OUT:1000], y[HELD_OUT:1000], 0.02, 2,
-                       config=Config(batch_size=64, augment=False))
+        net = train(init_network(1, 2, device="cpu"), x[1000:], y[1000:], x[HELD_OUT:1000], y[HELD_OUT:1000], 0.02,
+                    2, "balanced-softmax", "adamw", Config(batch_size=64, augment=False))
         save(net, path)
     return path
 
@@ -195,11 +193,11 @@ def test_classifier_shapes_and_cam(untrained_model):
 
 def test_predictions_survive_the_conversion(trained_model):
     """Digits the model gets right as MNIST images, it still gets right as pictures of any kind."""
-    from mobilenet_lab.training import evaluate
+    from mobilenet_lab.evaluation import evaluate
     classifier = Classifier.from_file(trained_model)
     x, y = held_out(HELD_OUT)
     pred = evaluate(classifier.net, torch.from_numpy(x).unsqueeze(1))
-    sure = np.flatnonzero((pred.labels.numpy() == y) & (pred.probs.max(1).values.numpy() > 0.9))[:15]
+    sure = np.flatnonzero((pred.probs.argmax(1).numpy() == y) & (pred.probs.max(1).values.numpy() > 0.9))[:15]
     assert len(sure) == 15, "the trained fixture model should be confident on many digits"
     for kind in KINDS:
         results = classifier.classify([render(x[i], kind, seed=int(i)) for i in sure])

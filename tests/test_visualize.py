@@ -1,6 +1,6 @@
 """The visualize step on a tiny dataset: every figure is written as a sensible PNG, after
 training and for a loaded model, without a display, and in the awkward cases (no history,
-no wrong predictions, no training class counts). Also Grad-CAM's contract."""
+no wrong predictions, no training class counts). Also Grad-CAM's contract and its figures (explain --figures)."""
 from __future__ import annotations
 
 import contextlib
@@ -21,18 +21,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mobilenet_lab import figures as viz  # noqa: E402
-from mobilenet_lab.checkpoint import open_checkpoint, save  # noqa: E402
+from mobilenet_lab.checkpoint import read_checkpoint, save  # noqa: E402
 from mobilenet_lab.config import Config  # noqa: E402
 from mobilenet_lab.data import load_splits  # noqa: E402
-from mobilenet_lab.gradcam import grad_cam  # noqa: E402
+from mobilenet_lab.evaluation import test as run_test  # noqa: E402  (pytest would collect "test")
 from mobilenet_lab.metrics import compute_metrics  # noqa: E402
-from mobilenet_lab.model import init_network, set_normalization  # noqa: E402
+from mobilenet_lab.model import init_network  # noqa: E402
 from mobilenet_lab.sample import load_sample_digits, write_part  # noqa: E402
-from mobilenet_lab.training import Predictions, train  # noqa: E402
-from mobilenet_lab.training import test as run_test  # noqa: E402  (pytest would collect "test")
+from mobilenet_lab.tools import insight  # noqa: E402
+from mobilenet_lab.tools import insight as gradcam  # noqa: E402  (Grad-CAM and feature maps live there too)
+from mobilenet_lab.tools.insight import grad_cam  # noqa: E402
+from mobilenet_lab.training import History, train  # noqa: E402
 
-FIGURES = ["01_curves.png", "02_samples.png", "03_predictions.png", "04_confusion_matrix.png",
-           "05_per_class.png", "06_filters.png", "07_roc.png", "08_tsne.png", "09_gradcam.png", "10_activations.png"]
+FIGURES = ["01_curves.png", "02_samples.png", "03_predictions.png", "04_confusion_matrix.png"]
 
 
 def make(size) -> Figure:
@@ -45,8 +46,8 @@ def figure_text(fig: Figure) -> str:
 
 
 def check_pngs(paths: list[Path], folder: Path) -> None:
-    """The ten files, in order, each a real PNG of a legible size with something drawn on it."""
-    assert [p.name for p in paths] == FIGURES
+    """The four files, in order, each a real PNG of a legible size with something drawn on it."""
+    assert [p.name for p in paths] == FIGURES[:len(paths)] and len(paths) == len(FIGURES)
     for path in paths:
         assert path.parent == folder and path.is_file()
         with Image.open(path) as img:
@@ -83,42 +84,43 @@ def data_dir(tmp_path_factory, cache) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(data_dir):
-    """(net, history, splits, pred, metrics) after one epoch of training on 200 images."""
+    """(net, history, splits, (pred, probs), metrics) after one epoch of training on 200 images."""
     splits = load_splits(data_dir, Config(train_size=200, val_size=50, test_size=100))
-    net = init_network(1, 6, (1, 28, 28), 10, device="cpu")
-    set_normalization(net, splits.train.images)
-    net, history = train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, 3e-3, 1)
-    pred = run_test(net, None, splits.test.images, splits.test.labels)
-    metrics = compute_metrics(splits.test.labels, pred.labels, pred.probs, [str(i) for i in range(10)])
-    return net, history, splits, pred, metrics
+    net, history, scores = init_network(1, 6, (1, 28, 28), 10, device="cpu"), History(), {}
+    train(net, splits.train.images, splits.train.labels, splits.val.images, splits.val.labels, 3e-3, 1, "ce", "adamw",
+          None, history)
+    pred = run_test(net, None, splits.test.images, splits.test.labels, scores)
+    metrics = compute_metrics(splits.test.labels, pred, scores["probs"], [str(i) for i in range(10)])
+    return net, history, splits, (pred, scores["probs"]), metrics
 
 
 # ---------------------------------------------------------------------------------------------
 # The whole step.
 # ---------------------------------------------------------------------------------------------
 def test_after_training_every_figure_is_a_sensible_png(trained, tmp_path):
-    net, history, splits, pred, metrics = trained
-    paths = viz.visualize(net, history.as_dict(), splits.test, pred, tmp_path / "run", metrics,
-                          splits.train.class_counts(10))
+    net, history, splits, (pred, probs), metrics = trained
+    paths = viz.visualize(net, history, splits.test.images, splits.test.labels, pred, probs, tmp_path / "run")
     check_pngs(paths, tmp_path / "run")
+    assert net.training  # drawing leaves the network in the mode it was in
 
 
 def test_a_loaded_model_uses_its_saved_history_and_class_counts(trained, tmp_path):
     """History and training class counts come from the checkpoint when the train split is not loaded."""
     net, history, splits, _, metrics = trained
     counts = [5, 50, 10, 20, 20, 20, 20, 20, 20, 15]
-    saved = open_checkpoint(save(net, tmp_path / "model.pt", history=history.as_dict(), class_counts=counts), "cpu")
-    assert saved.history["epoch"] == [1] and saved.class_counts == counts
-    fig = viz.plot_per_class(make, metrics, metrics["class_names"], saved.class_counts)
+    saved = read_checkpoint(save(net, tmp_path / "model.pt", history=history.as_dict(), class_counts=counts))
+    assert saved["history"]["epoch"] == [1] and saved["class_counts"] == counts
+    fig = insight.plot_per_class(make, metrics, metrics["class_names"], saved["class_counts"])
     assert "10.0×" in figure_text(fig)  # the imbalance 50 / 5, from the checkpoint
-    assert "over 1 epoch " in figure_text(viz.plot_curves(make, saved.history))
+    assert "over 1 epoch " in figure_text(viz.plot_curves(make, saved["history"]))
 
 
 def test_the_root_script_evaluates_a_saved_model_and_lists_the_figures(trained, data_dir, tmp_path):
     """--visualize through the root script, evaluating a saved model (no training data loaded:
     history and class counts come from the checkpoint); each figure's path is printed."""
     net, history, splits, _, _ = trained
-    model = save(net, tmp_path / "model.pt", history=history.as_dict(), class_counts=splits.train.class_counts(10))
+    model = save(net, tmp_path / "model.pt", Config(conv_block_count=1, mobilenet_block_count=6), history.as_dict(),
+                 {"train_loss": 1.0, "train_accuracy": 0.5}, splits.train.class_counts(10))
     path = next(ROOT.glob("*_02_02.py"))
     spec = importlib.util.spec_from_file_location("root_script_for_visualize", path)
     script = importlib.util.module_from_spec(spec)
@@ -147,10 +149,7 @@ def test_curves_mark_the_best_epoch():
     history = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.4], "train_acc": [0.6, 0.8, 0.9],
                "val_loss": [0.9, 0.6, 0.7], "val_acc": [0.7, 0.85, 0.8], "best_epoch": 2}
     text = figure_text(viz.plot_curves(make, history))
-    assert "best validation epoch (2, weights kept)" in text and "training" in text and "validation" in text
-    assert "epoch" in text
-    text = figure_text(viz.plot_curves(make, dict(history, kept_epoch=3)))
-    assert "best validation epoch (2)" in text and "weights kept (epoch 3)" in text
+    assert "best validation accuracy (epoch 2)" in text and "training" in text and "validation" in text
 
 
 def test_no_wrong_predictions_is_said_in_the_figures(trained):
@@ -163,22 +162,23 @@ def test_no_wrong_predictions_is_said_in_the_figures(trained):
     images = splits.test.images
     text = figure_text(viz.plot_predictions(make, images, y, y, probs, names, correct, wrong))
     assert "no wrong predictions among the 100 test images" in text
-    rows = viz.gradcam_data(net, images, y, y, correct, wrong)
-    text = figure_text(viz.plot_gradcam(make, images, y, y, probs, names, rows))
+    rows = gradcam.gradcam_data(net, images, y, y, correct, wrong)
+    text = figure_text(gradcam.plot_gradcam(make, images, y, y, probs, names, rows))
     assert "no wrong predictions among the 100 test images" in text
 
 
 def test_without_class_counts_the_per_class_title_says_so(trained):
     metrics = trained[4]
-    fig = viz.plot_per_class(make, metrics, metrics["class_names"], None)
+    fig = insight.plot_per_class(make, metrics, metrics["class_names"], None)
     assert len(fig.axes) == 1
     assert "training class counts unavailable" in figure_text(fig)
 
 
 def test_the_whole_step_copes_with_no_history_no_wrong_and_no_counts(trained, tmp_path):
     net, _, splits, _, _ = trained
-    perfect = Predictions(splits.test.labels.clone(), torch.eye(10)[splits.test.labels] * 0.9 + 0.01)
-    paths = viz.visualize(net, None, splits.test, perfect, tmp_path, tsne_samples=30)
+    perfect = splits.test.labels.clone()
+    paths = viz.visualize(net, None, splits.test.images, splits.test.labels, perfect,
+                          torch.eye(10)[perfect] * 0.9 + 0.01, tmp_path)
     check_pngs(paths, tmp_path)
 
 
@@ -193,46 +193,61 @@ def test_wrong_examples_are_the_most_confident_and_correct_ones_vary():
     assert all(y_true[i] == y_pred[i] for i in correct)
 
 
-def test_plotting_needs_no_display(trained, tmp_path, monkeypatch, capsys):
+def test_plotting_needs_no_display_and_leaves_no_pyplot_figure(trained, tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.setattr(sys, "platform", "linux")
-    assert viz._interactive_backend() is False
-    assert "no display" in capsys.readouterr().err
-    # and no pyplot figures are left open by a normal run
     import matplotlib.pyplot as plt
     metrics = trained[4]
-    fig = viz.plot_confusion(make, metrics, metrics["class_names"])
-    fig.savefig(tmp_path / "cm.png")
-    assert plt.get_fignums() == []
+    viz.plot_confusion(viz.make_figure, metrics, metrics["class_names"]).savefig(tmp_path / "cm.png")
+    assert plt.get_fignums() == [] and (tmp_path / "cm.png").is_file()
 
 
-def test_the_filter_figure_shows_the_3x3_filters_of_the_first_and_the_last_block(trained):
+def test_the_filter_figure_shows_the_last_convolution_layer_whole(trained):
+    """mobilenet: its last convolution is the last ConvDw block's 1x1 pointwise layer, shown whole as a matrix beside
+    the block's depthwise filters; conv4: the strongest kernel of each of its 192 filters, and every kernel's norm."""
     net = trained[0]
-    panels = viz.filter_data(net)
-    assert [tiles.shape[2:] for _, tiles in panels] == [(3, 3), (3, 3)]  # never a 1x1 pointwise "matrix"
-    text = figure_text(viz.plot_filters(make, panels))
-    assert "first layer: 48 filters of 3×3" in text
-    assert "last ConvDw block: depthwise 3×3 filters (48 of 192 channels)" in text
+    panels = insight.filter_data(net)
+    assert [(kind, array.shape) for _, kind, array in panels] == [("kernels", (192, 3, 3)), ("matrix", (192, 192))]
+    assert torch.equal(torch.as_tensor(panels[1][2]), net.blocks[-1].pointwise.weight[:, :, 0, 0].detach())
+    text = figure_text(insight.plot_filters(make, panels))
+    assert "its 192 depthwise 3×3 filters" in text and "192 filters × 192 input channels" in text
     conv4 = init_network(4, 0, (1, 28, 28), 10, device="cpu")
-    panels = viz.filter_data(conv4)
-    assert panels[1][1].shape == (6, 8, 3, 3)
-    assert "last conv layer: 6 of its 192 filters" in figure_text(viz.plot_filters(make, panels))
+    (_, _, strongest), (_, _, norms) = insight.filter_data(conv4)
+    weight = conv4.blocks[-1][0].weight.detach()
+    assert strongest.shape == (192, 3, 3) and norms.shape == (192, 96)
+    best = int(weight[5].flatten(1).norm(dim=1).argmax())
+    assert torch.allclose(torch.as_tensor(strongest[5]), weight[5, best])
+    assert "the strongest of the 96 3×3 kernels of each of its 192 filters" in figure_text(
+        insight.plot_filters(make, insight.filter_data(conv4)))
+
+
+def test_the_tsne_figure_gives_the_nearest_neighbour_accuracy_of_the_features(trained):
+    net, _, splits, (pred, _), _ = trained
+    found = insight.tsne_data(net, splits.test.images, splits.test.labels.numpy(), pred.numpy(), 100)
+    assert found["points"].shape == (100, 2) and found["knn"] is None or 0 <= found["knn"] <= 1
 
 
 def test_the_activation_figure_follows_one_digit_through_every_block(trained):
     net, _, splits, _, _ = trained
-    layers = viz.activation_data(net, splits.test.images[:1])
+    layers = gradcam.activation_data(net, splits.test.images[:1])
     assert len(layers) == 1 + len(net.blocks) and layers[0][1].shape == (1, 28, 28)
     assert [maps.shape[1:] for _, maps in layers[1:]] == [(28, 28), (14, 14), (14, 14), (7, 7), (7, 7), (7, 7), (7, 7)]
-    assert "block 7 (ConvDw), 192 maps of 7×7" in figure_text(viz.plot_activations(make, layers))
+    assert "block 7 (ConvDw), 192 maps of 7×7" in figure_text(gradcam.plot_activations(make, layers))
+
+
+def test_explain_writes_the_figures_beyond_the_assignments(trained, data_dir, tmp_path):
+    from mobilenet_lab.tools.explain import write_figures
+    paths = write_figures(trained[0], data_dir, tmp_path / "explained", [20] * 10)
+    assert [p.name for p in paths] == ["05_per_class.png", "06_filters.png", "07_roc.png", "08_tsne.png",
+                                       "09_gradcam.png", "10_activations.png"]
+    assert all(p.is_file() for p in paths)
 
 
 # ---------------------------------------------------------------------------------------------
 # Grad-CAM.
 # ---------------------------------------------------------------------------------------------
 def test_grad_cam_maps_are_per_image_in_0_1(trained):
-    net, _, splits, pred, _ = trained
+    net, _, splits, (pred, _), _ = trained
     images = splits.test.images[:6]
     for p in net.parameters():
         p.grad = None
@@ -245,7 +260,7 @@ def test_grad_cam_maps_are_per_image_in_0_1(trained):
     assert all(float(m.max()) in (0.0, 1.0) for m in maps)  # each map scaled to its own peak (or empty)
     net.eval()
     # default target: the predicted class
-    assert torch.allclose(maps, grad_cam(net, images, pred.labels[:6]), atol=1e-5)
+    assert torch.allclose(maps, grad_cam(net, images, pred[:6]), atol=1e-5)
 
 
 def test_grad_cam_takes_other_targets_layers_and_float_input(trained):

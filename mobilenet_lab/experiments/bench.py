@@ -6,13 +6,14 @@ rejected and with the PyTorch MNIST example recipe.
 
 Sections (each printed as it finishes, all written to ``--out`` as JSON):
   decode      images/s decoding the train part into an empty cache; seconds to load it from the cache.
-  throughput  training and evaluation images/s of each preset with the chosen settings and with each
+  throughput  training and evaluation images/s of each architecture with the chosen settings and with each
               rejected alternative (memory layout, batch size, threads, unfolded batch norm); best of 2.
-  precision   training and evaluation images/s in float32 and in bfloat16 autocast, side by side.
+  precision   training images/s in float32 and in bfloat16 autocast, side by side.
   accuracy    on ``--full-data`` (MNIST's 60,000/10,000): the recipe (3 epochs; the Config flags change it)
               and the reference recipe, test accuracy ``--checks`` times per epoch, wall time to 99.0%
               and 99.5%, and the share of each training step spent waiting for data.
-  malloc      1-epoch training runs of the root script with and without malloc.py's tuning, alternately.
+  malloc      1-epoch training runs of the root script with glibc's malloc as it is and tuned to keep freed memory
+              (MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ in the environment), alternately.
   memory      peak resident memory of a 1-epoch training run of the root script on ``--data``.
   grader      the grader's command, ``python <root script> --data DIR``, cold and warm.
   compare     with ``--against DIR`` (another checkout): 1-epoch training runs of both root scripts,
@@ -31,16 +32,18 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
+from torch import nn
 
-from ..config import OPTIMIZERS, PRESETS, Config, add_flags, from_flags
-from ..data import decode_part, find_part, load_splits
+from ..config import ARCHS, Config, add_flags, from_flags
+from ..data import ImageSet, load_splits
 from ..errors import Parser, UserError, run_cli
+from ..evaluation import evaluate
 from ..files import write_json
-from ..augment import augment
-from ..model import (ConvBNReLU, ConvDw, count_parameters, cpu_has_bf16, init_network, seed_everything,
-                     set_normalization)
-from ..training import Callback, Run, evaluate, train
-from .measure import ROOT, machine, run_process, time_to
+from ..model import count_parameters, init_network
+from ..reading import decode_part, find_part
+from ..recipe import augment
+from ..training import History, Run, train
+from .measure import ROOT, cpu_has_bf16, machine, run_process, time_to
 from .reference import check_steps, train_reference
 
 SECTIONS = ("decode", "throughput", "precision", "accuracy", "malloc", "memory", "grader", "compare")
@@ -49,7 +52,7 @@ RACE_EPOCHS = 3  # unless --epochs says otherwise: a short one-cycle reaches 99.
 SCRIPT = ROOT / "FirstName_RollNumber_02_02.py"
 
 
-class MidEpochChecks(Callback):
+class MidEpochChecks:
     """Judges the kept weights ``per_epoch`` times an epoch, as validation does at its end (time to accuracy is then not
     rounded up to whole epochs); every check goes to ``records``."""
 
@@ -57,12 +60,12 @@ class MidEpochChecks(Callback):
         self.x, self.y, self.train_x, self.per_epoch, self.records = x, y, train_x, per_epoch, []
 
     def on_step(self, run: Run) -> None:
-        step = run.step - (run.epoch - 1) * run.steps_per_epoch
-        if step in check_steps(run.steps_per_epoch, self.per_epoch):
-            accuracy = run.validate(self.x, self.y, self.train_x).accuracy
-            run.net.train()
-            self.records.append({"epoch": run.epoch - 1 + step / run.steps_per_epoch, "accuracy": accuracy,
-                                 "seconds": sum(run.history.seconds) + time.perf_counter() - run.epoch_started})
+        steps = len(run.loader)
+        step = run.step - (run.epoch - 1) * steps
+        if step in check_steps(steps, self.per_epoch):
+            accuracy = run.validate(self.x, self.y).accuracy
+            self.records.append({"epoch": run.epoch - 1 + step / steps, "accuracy": accuracy,
+                                 "seconds": sum(run.history.seconds) + time.perf_counter() - run.started})
 
     def on_epoch_end(self, run: Run) -> None:
         h = run.history
@@ -75,7 +78,7 @@ def bench_decode(data: Path, config: Config) -> dict:
     with tempfile.TemporaryDirectory() as tmp, patch.dict(os.environ, MOBILENET_LAB_CACHE=tmp):
         for _ in range(2):  # into an empty cache, then from it
             started = time.perf_counter()
-            n = len(decode_part(part, config.input_dim).y)
+            n = len(decode_part(part, config.input_dim)[1])
             seconds.append(time.perf_counter() - started)
     cold, warm = seconds
     print(f"decode: {part.name}: {n:,} images decoded and cached in {cold:.2f} s ({n / cold:,.0f} images/s); "
@@ -84,65 +87,54 @@ def bench_decode(data: Path, config: Config) -> dict:
             "warm_seconds": warm}
 
 
-def bf16_depthwise(net) -> None:
-    """Swap each ConvDw block's depthwise unit for a plain one with the same weights, which bfloat16 autocast then runs
-    in bfloat16 too (the rejected alternative of the precision section)."""
-    for block in net.blocks:
-        if isinstance(block, ConvDw):
-            plain = ConvBNReLU(block.in_channels, block.in_channels, 3, block.stride, groups=block.in_channels)
-            plain.load_state_dict(block[0].state_dict())
-            block[0] = plain
-
-
 def train_rate(config: Config, x: torch.Tensor, y: torch.Tensor, steps: int, memory_format=torch.channels_last,
-               threads: int | None = None, all_bf16: bool = False) -> float:
+               threads: int | None = None) -> float:
     """Training images/s of whole steps (augmentation, forward, backward, optimiser) after 3 warm-up steps."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
-        seed_everything(0)
-        net = init_network(*config.block_counts, config.input_dim, config.num_classes, device="cpu")
-        if all_bf16:
-            bf16_depthwise(net)
-        set_normalization(net, x)
-        run = Run(net, config, y, steps + 3)
+        torch.manual_seed(0)
+        net = init_network(config.conv_block_count, config.mobilenet_block_count, config.input_dim,
+                           config.num_classes, device="cpu")
+        run = Run(net, ImageSet(x, y), config.learning_rate, 1, config.loss, config.optimizer, config, History(), ())
         net.to(memory_format=memory_format).train()
         generator, timed = torch.Generator().manual_seed(0), 0.0
         for step in range(3 + steps):
             idx = torch.randint(0, len(y), (config.batch_size,), generator=generator)
             started = time.perf_counter()
-            run.train_step(augment(x[idx], generator, config).contiguous(memory_format=memory_format), y[idx])
+            images = augment(x[idx].float() / 255, generator, config).contiguous(memory_format=memory_format)
+            run.train_step(images, y[idx])
             timed += (time.perf_counter() - started) if step >= 3 else 0.0
         return steps * config.batch_size / timed
     finally:
         torch.set_num_threads(before)
 
 
-def eval_rate(net, x: torch.Tensor, batch_size: int, fuse: bool, dtype: torch.dtype | None = None) -> float:
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):  # evaluation itself stays float32
-        evaluate(net, x[:batch_size], batch_size=batch_size, fuse=fuse)  # warm-up
-        started = time.perf_counter()
-        evaluate(net, x, batch_size=batch_size, fuse=fuse)
+def eval_rate(net, x: torch.Tensor, fuse: bool) -> float:
+    """Evaluation images/s; unfused, the network runs inside a wrapper that evaluate does not fold."""
+    net = net if fuse else nn.Sequential(net)
+    evaluate(net, x[:128])  # warm-up
+    started = time.perf_counter()
+    evaluate(net, x)
     return len(x) / (time.perf_counter() - started)
 
 
 def best_rates(section: str, data: Path, config: Config, steps: int, eval_images: int, train_variants: dict,
                eval_variants: dict, rounds: int = 2) -> dict:
-    """Training and evaluation images/s of each preset under each variant, the best of interleaved rounds (a busy
-    moment hurts every variant alike). A training variant is (Config changes, train_rate keywords); an evaluation
+    """Training and evaluation images/s of each architecture under each variant, the best of interleaved rounds (a
+    busy moment hurts every variant alike). A training variant is (Config changes, train_rate keywords); an evaluation
     variant is eval_rate keywords."""
     splits = load_splits(data, config)
     x, y, test_x = splits.train.images, splits.train.labels, splits.test.images[:eval_images]
     result = {}
-    for preset in PRESETS:
-        c, best = replace(config, arch=preset, conv_blocks=None, mobilenet_blocks=None), {}
+    for preset, (conv, mobile) in ARCHS.items():
+        c, best = replace(config, conv_block_count=conv, mobilenet_block_count=mobile), {}
         for _ in range(rounds):
             for name, (changes, how) in train_variants.items():
-                if not (how.get("all_bf16") and c.block_counts[1] == 0):  # no depthwise layers to change
-                    rate = train_rate(replace(c, **changes), x, y, steps, **how)
-                    best[f"train | {name}"] = max(best.get(f"train | {name}", 0.0), rate)
-            seed_everything(0)
-            net = init_network(*c.block_counts, device="cpu")
+                rate = train_rate(replace(c, **changes), x, y, steps, **how)
+                best[f"train | {name}"] = max(best.get(f"train | {name}", 0.0), rate)
+            torch.manual_seed(0)
+            net = init_network(conv, mobile, device="cpu")
             for name, how in eval_variants.items():
                 best[f"eval | {name}"] = max(best.get(f"eval | {name}", 0.0), eval_rate(net, test_x, **how))
         result[preset] = best
@@ -157,24 +149,18 @@ def bench_throughput(data: Path, config: Config, steps: int, eval_images: int) -
              "contiguous memory": ({}, {"memory_format": torch.contiguous_format}),
              "batch 64": ({"batch_size": 64}, {}), "batch 256": ({"batch_size": 256}, {}),
              "1 torch thread": ({}, {"threads": 1})}
-    evaluation = {"chosen: folded BN, batch 128": {"batch_size": 128, "fuse": True},
-                  "unfolded BN": {"batch_size": 128, "fuse": False}, "batch 1000": {"batch_size": 1000, "fuse": True},
-                  "batch 32": {"batch_size": 32, "fuse": True}}
+    evaluation = {"chosen: folded BN": {"fuse": True}, "unfolded BN": {"fuse": False}}
     return {"threads_available": torch.get_num_threads(), "train_steps": steps, "eval_images_at_most": eval_images,
             "presets": best_rates("throughput", data, config, steps, eval_images, train, evaluation)}
 
 
 def bench_precision(data: Path, config: Config, steps: int, eval_images: int) -> dict:
-    """float32 against bfloat16 autocast; for mobilenet also bfloat16 with its depthwise layers in bfloat16 too
-    (the recipe's bf16 keeps them in float32)."""
+    """Training in float32 against bfloat16 autocast (--precision bf16)."""
     if not cpu_has_bf16():
         print("precision: skipped (this CPU has no bfloat16 instructions)", flush=True)
         return {"skipped": "no bfloat16 instructions"}
-    train = {"fp32": ({"precision": "fp32"}, {}), "bf16": ({"precision": "bf16"}, {}),
-             "bf16, depthwise too": ({"precision": "bf16"}, {"all_bf16": True})}
-    evaluation = {"fp32": {"batch_size": 128, "fuse": True},
-                  "bf16": {"batch_size": 128, "fuse": True, "dtype": torch.bfloat16}}
-    return best_rates("precision", data, config, steps, eval_images, train, evaluation)
+    train = {"fp32": ({"precision": "fp32"}, {}), "bf16": ({"precision": "bf16"}, {})}
+    return best_rates("precision", data, config, steps, eval_images, train, {})
 
 
 def bench_accuracy(full_data: Path, config: Config, reference_epochs: int, checks: int) -> dict:
@@ -182,13 +168,13 @@ def bench_accuracy(full_data: Path, config: Config, reference_epochs: int, check
     train_x, train_y = torch.cat([splits.train.images, splits.val.images]), torch.cat([splits.train.labels, splits.val.labels])
     test_x, test_y = splits.test.images, splits.test.labels
     print(f"accuracy: {len(train_y):,} training and {len(test_y):,} test images from {full_data}", flush=True)
-    seed_everything(config.seed)
-    net = init_network(*config.block_counts, config.input_dim, config.num_classes, device="cpu")
-    set_normalization(net, train_x)
+    torch.manual_seed(config.seed)
+    net, h = init_network(config.conv_block_count, config.mobilenet_block_count, device="cpu"), History()
     ours_checks = MidEpochChecks(test_x, test_y, train_x, checks)
     # The test set stands in for validation, so each epoch's time includes its test passes, as the reference's does.
-    _, h = train(net, train_x, train_y, test_x, test_y, config=config, callbacks=[ours_checks, _EpochPrint()])
-    ours = {"recipe": f"{config.preset} preset, {config.epochs}-epoch one-cycle {OPTIMIZERS[config.optimizer]} peak "
+    train(net, train_x, train_y, test_x, test_y, config.learning_rate, config.epochs, config.loss, config.optimizer,
+          config, h, [ours_checks, _EpochPrint()])
+    ours = {"recipe": f"{config.arch}, {config.epochs}-epoch one-cycle {config.optimizer} peak "
                       f"{config.learning_rate:g}, batch {config.batch_size}, {config.loss} loss, weight average "
                       f"{config.average_decay:g}, shear {config.shear:g}, elastic {config.elastic:g} px, "
                       f"precision {config.precision}",
@@ -219,7 +205,7 @@ def bench_accuracy(full_data: Path, config: Config, reference_epochs: int, check
             "reference": ref, "ratio_to_99": ratio}
 
 
-class _EpochPrint(Callback):
+class _EpochPrint:
     def on_epoch_end(self, run: Run) -> None:
         h = run.history
         print(f"recipe epoch {h.epoch[-1]}: test acc {h.val_acc[-1]:.4f}  {h.seconds[-1]:.1f}s (waiting for data "
@@ -243,7 +229,6 @@ def bench_processes(section: str, data: Path, rounds: int, against: Path | None,
     """The sections that run the root script as a process: malloc, memory, grader, compare."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp, env = Path(tmp), dict(os.environ, MOBILENET_LAB_CACHE=str(Path(tmp) / "cache"))
-        env.pop("MOBILENET_LAB_MALLOC", None)
         if section == "grader":
             runs = []
             for i in range(1 + rounds):
@@ -257,7 +242,8 @@ def bench_processes(section: str, data: Path, rounds: int, against: Path | None,
             warm = [r["seconds"] for r in runs[1:]]
             return {"command": f"python {SCRIPT.name} --data {data}", "runs": runs, "cold_seconds": runs[0]["seconds"],
                     "warm_median_seconds": statistics.median(warm)}
-        variants = {"malloc": {"tuned": (SCRIPT, env), "glibc default": (SCRIPT, dict(env, MOBILENET_LAB_MALLOC="default"))},
+        tuned = dict(env, MALLOC_MMAP_THRESHOLD_=str(32 * 2**20), MALLOC_TRIM_THRESHOLD_=str(2**30))
+        variants = {"malloc": {"glibc as it is": (SCRIPT, env), "glibc keeping freed memory": (SCRIPT, tuned)},
                     "memory": {"this checkout": (SCRIPT, env)},
                     "compare": {"this checkout": (SCRIPT, env), f"{against}": (_root_script(against), env)}}[section]
         found = {name: [] for name in variants}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..model import cpu_flags
+from ..evaluation import eval_mode
+
 
 ROOT = Path(__file__).resolve().parents[2]
 # Runs a Python script and, at exit, prints its peak resident memory (VmHWM, reset by exec) on
@@ -26,6 +27,20 @@ _PEAK_WRAPPER = ("import atexit, runpy, sys\n"
                  "atexit.register(peak)\n"
                  "sys.argv = sys.argv[1:]\n"
                  "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags from /proc/cpuinfo (Linux only; elsewhere none)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(flags.split(":", 1)[1].split())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def machine() -> dict:
@@ -74,8 +89,10 @@ def call_times_ms(module, x, repeats: int, warmup: int = 3) -> list[float]:
 
 def latency(net, iterations: int = 200, warmup: int = 20) -> dict:
     """Milliseconds for one image through ``net`` on the CPU (batch 1, after warm-up): median, mean, 90th percentile."""
-    x = torch.randint(0, 256, (1, *net.config.input_dim), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-    times = call_times_ms(net.cpu().eval(), x, iterations, warmup)
+    x = torch.randint(0, 256, (1, *net.architecture.input_dim), dtype=torch.uint8).contiguous(
+        memory_format=torch.channels_last)
+    with eval_mode(net.cpu()):
+        times = call_times_ms(net, x, iterations, warmup)
     return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
             "p90_ms": times[int(0.9 * (len(times) - 1))], "iterations": iterations, "threads": torch.get_num_threads()}
 

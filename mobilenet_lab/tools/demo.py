@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from ..errors import Parser, UserError, run_cli
-from ..limits import MAX_IMAGE_BYTES, TooLarge
+from ..reading import TooLarge
 from .predict import DEFAULT_MODEL, Classifier, cam_picture, model_input_picture, png_data_url
 from .preprocess import read_image
 
@@ -34,7 +34,7 @@ STATIC_FILES = {  # URL path -> (file in STATIC_DIR, content type); nothing else
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-MAX_BYTES = MAX_IMAGE_BYTES    # largest picture accepted, as everywhere else (limits.py)
+MAX_BYTES = 16 * 2**20        # largest upload: a drawing is a few KB, a phone photo a few MB; more gets 413 unread
 DRAIN_LIMIT = 2 * MAX_BYTES    # a larger request is answered 413 without being read, and its connection closed
 PICTURE_TYPES = ("image/", "application/octet-stream")
 
@@ -72,7 +72,7 @@ class DemoServer(ThreadingHTTPServer):
 
     def info(self) -> dict:
         """The JSON answer of /api/info: the model, its classes and the upload limit."""
-        config = self.classifier.net.config
+        config = self.classifier.net.architecture
         return {"model": self.model_path, "description": self.classifier.describe(),
                 "classes": self.classifier.class_names, "input_dim": list(config.input_dim), "max_bytes": MAX_BYTES}
 

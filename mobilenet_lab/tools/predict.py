@@ -16,11 +16,11 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from ..checkpoint import open_checkpoint
-from ..data import IMAGE_EXTENSIONS
+from ..checkpoint import load
 from ..errors import Parser, UserError, run_cli
-from ..gradcam import grad_cam
-from ..training import evaluate
+from ..evaluation import evaluate
+from ..reading import IMAGE_EXTENSIONS
+from .insight import grad_cam
 from .preprocess import read_image, to_model_input
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "mobilenet.pt"
@@ -56,15 +56,14 @@ class Classifier:
 
     def __init__(self, net: torch.nn.Module, class_names: list[str] | None = None):
         self.net = net.eval()
-        self.class_names = list(class_names or [str(i) for i in range(net.config.num_classes)])
+        self.class_names = list(class_names or [str(i) for i in range(net.architecture.num_classes)])
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Classifier":
-        saved = open_checkpoint(path)
-        return cls(saved.net, saved.class_names)
+        return cls(load(path))
 
     def describe(self) -> str:
-        c = self.net.config
+        c = self.net.architecture
         return (f"{c.conv_block_count} conv + {c.mobilenet_block_count} ConvDw blocks, input "
                 f"{'x'.join(map(str, c.input_dim))}, {len(self.class_names)} classes")
 
@@ -72,9 +71,9 @@ class Classifier:
         """Classify pictures of single digits; a picture with no digit (blank, too little contrast) is a UserError."""
         if not pictures:
             return []
-        x = torch.stack([to_model_input(p, self.net.config.input_dim) for p in pictures])
+        x = torch.stack([to_model_input(p, self.net.architecture.input_dim) for p in pictures])
         pred = evaluate(self.net, x)
-        maps = list(grad_cam(self.net, x, pred.labels.clone())) if cam else [None] * len(pictures)  # clone: not inference-mode
+        maps = list(grad_cam(self.net, x, pred.probs.argmax(1))) if cam else [None] * len(pictures)
         return [Classification(x[i], pred.probs[i], self.class_names, maps[i]) for i in range(len(pictures))]
 
 

@@ -11,13 +11,73 @@ sample's 5,000 digits are left out of the train part, so a model trained here is
 a digit it saw when it is run on the sample. ``--full`` keeps every training digit (for the
 benchmark). Without ``--idx`` it writes the embedded sample itself."""
 import argparse
+import gzip
+import hashlib
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import Parser, UserError, run_cli
-from ..sample import build_sample, imbalanced_subset, load_idx_mnist, load_sample_digits, row_hashes, write_part
+from ..reading import mb
+from ..sample import build_sample, imbalanced_subset, load_sample_digits, write_part
+
+MAX_IDX_BYTES = 512 * 2**20  # one inflated IDX file (MNIST's training images are 47 MB)
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (gzipped or not) as a uint8 array of its stored shape; its size is checked from the header before
+    the data are read, so a damaged or hostile file cannot fill the memory."""
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as fh:
+            magic = fh.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
+                raise UserError(f"{path} is not an MNIST IDX file of unsigned bytes with 1 to 4 dimensions: "
+                                f"use the original MNIST files")
+            head = fh.read(4 * magic[3])
+            shape = tuple(int.from_bytes(head[4 * i:4 * i + 4], "big") for i in range(magic[3]))
+            size = int(np.prod(shape, dtype=np.int64))
+            if len(head) < 4 * magic[3] or size > MAX_IDX_BYTES:
+                raise UserError(f"{path} claims {size:,} values ({'x'.join(map(str, shape))}), more than the "
+                                f"{mb(MAX_IDX_BYTES)} allowed: use the original MNIST files")
+            data = fh.read(size)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:80]}): download it again") from None
+    if len(data) != size:
+        raise UserError(f"{path} is truncated: expected {size:,} values, found {len(data):,}; download it again")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def find_idx(folder: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"{folder} has no {stem}[.gz]: point --idx at the folder with the four MNIST IDX files")
+
+
+def load_idx_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, test images, test labels) from an IDX folder."""
+    if not folder.is_dir():
+        raise UserError(f"--idx {folder} is not a folder: give the folder holding the MNIST IDX files")
+    a = {key: read_idx(find_idx(folder, stem)) for key, stem in IDX_FILES.items()}
+    for part in ("train", "test"):
+        images, labels = a[f"{part}_images"], a[f"{part}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(f"the {part} IDX files in {folder} disagree: {'x'.join(map(str, images.shape))} images "
+                            f"against {len(labels):,} labels; use the four original MNIST files")
+    return a["train_images"], a["train_labels"], a["test_images"], a["test_labels"]
+
+
+def row_hashes(images: np.ndarray) -> list[bytes]:
+    """A 16-byte digest of each image, to find the same digit in two sets."""
+    return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in images]
+
+
 
 def prepare(out: Path, idx: Path | None = None, imbalance: float = 10.0, seed: int = 0,
             exclude_sample: bool = True, full: bool = False) -> dict:

@@ -20,9 +20,8 @@ import torch
 from PIL import Image, ImageOps
 from scipy import ndimage
 
-from ..data import WIDE_MODES, eight_bit
 from ..errors import UserError
-from ..limits import MAX_IMAGE_BYTES, open_image, read_file
+from ..reading import MAX_IMAGE_BYTES, eight_bit, open_image, read_file
 
 MNIST_SIDE = 28             # MNIST's field
 MNIST_BOX = 20              # ... and the box the digit is scaled into
@@ -49,7 +48,7 @@ def grayscale(img: Image.Image) -> np.ndarray:
     if max(img.size) > WORK_SIDE:
         img = img.copy()
         img.thumbnail((WORK_SIDE, WORK_SIDE), Image.BOX)
-    if img.mode in WIDE_MODES:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         img = eight_bit(img)  # as the dataset loader reads it
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)

@@ -13,12 +13,15 @@ the grader's command, and a one-epoch training run on a small subset. Exit statu
 passes, 1 when one fails, 2 on bad input."""
 import argparse
 import ast
+import graphlib
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import zipfile
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from pypdf import PdfReader
 
 from ..checkpoint import read_checkpoint
-from ..data import IMAGE_EXTENSIONS
+from ..reading import IMAGE_EXTENSIONS
 from ..errors import Parser, UserError, run_cli
 from ..experiments.measure import ROOT
 from ..experiments.pdf import build_pdf
@@ -40,7 +43,7 @@ SUFFIX = "_02_02"
 ROOT_ENTRIES = 4
 MAX_ZIP_MB = 50          # what course sites commonly accept for one upload
 PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pillow", "scikit-learn", "scipy", "matplotlib", "seaborn",
-            "tqdm", "mlxtend")
+            "mlxtend")
 DATA_SUFFIXES = (".csv", ".tsv", ".npy", ".npz", ".idx", ".gz", ".zip", ".tar", ".7z", ".rar", ".h5", ".parquet", ".pkl")
 RUN_TIMEOUT_S = 900
 README = Path(__file__).resolve().parent / "grader_readme.txt"
@@ -88,34 +91,54 @@ def check_names(first: str, roll: str) -> Names:
     return Names(first, roll)
 
 
+# The graded file's sections in the assignment's order: (heading, module of the package or "main" for the root script).
+SECTIONS = [("1. Data loader: the Dataset, its split into training and validation, the DataLoader", "data"),
+            ("2. The ConvDw block, and init_network: both architectures, global average pooling", "model"),
+            ("3. Training", "training"),
+            ("4-5. Save and load the network", "checkpoint"),
+            ("6. Test", "evaluation"),
+            ("7. Visualize", "figures"),
+            ("8. Main", "main")]
+# (what the assignment marks, the definitions that answer it) for the contents table at the top of the file.
+CONTENTS = [("Data loader (10%)", ["class ImageSet(", "class MnistCsvDataset(", "def data_loader(",
+                                    "def load_splits("]),
+            ("ConvDw: the MobileNet block (10%)", ["class ConvDw("]),
+            ("Architectures (15%): init_network", ["def init_network(", "def block_schedule(", "ARCHS = "]),
+            ("Global average pooling (5%)", ["self.pool = "]),
+            ("Train", ["def train("]), ("Save", ["def save("]), ("Load", ["def load("]), ("Test", ["def test("]),
+            ("Visualization (10%)", ["def visualize("]), ("Main and its arguments", ["def main(", "def build_parser("])]
+
+
 def core_modules(package: Path = CORE) -> list[Path]:
     """The core modules (not tools/ or experiments/) in an order where each comes after those it imports."""
     files = {p.stem: p for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")}
     needs = {name: {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)
                     and n.level == 1 and n.module in files} for name, path in files.items()}
-    ordered: list[str] = []
-    while len(ordered) < len(files):
-        ready = sorted(n for n in files if n not in ordered and needs[n] <= set(ordered))
-        if not ready:
-            raise UserError(f"the core modules import each other in a circle ({', '.join(sorted(set(files) - set(ordered)))})")
-        ordered += ready[:1]
-    return [files[n] for n in ordered]
+    try:
+        return [files[name] for name in graphlib.TopologicalSorter(needs).static_order()]
+    except graphlib.CycleError as exc:
+        raise UserError(f"the core modules import each other in a circle ({', '.join(exc.args[1])})") from None
 
 
-def _drop_package_imports(source: str, where: str) -> tuple[str, dict[str, str]]:
-    """The module without its imports of the package itself (one file has no package) and without
-    ``from __future__``; and what its other top-level imports bind (name -> source), for the clash check."""
-    tree, lines, bound = ast.parse(source), source.splitlines(keepends=True), {}
-    cut = set()
+def _split_imports(source: str) -> tuple[str, list[str]]:
+    """The module without its docstring-level imports: returns (the rest, its outside imports as source lines). Imports
+    of the package itself, ``from __future__`` and the root script's path line are dropped (one file has no
+    package); imports inside functions stay where they are unless they import the package."""
+    tree, lines = ast.parse(source), source.splitlines(keepends=True)
+    cut, imports = set(), []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in
-                                                  ("mobilenet_lab", "__future__")):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        ours = isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in
+                                                      ("mobilenet_lab", "__future__"))
+        if ours or node in tree.body:
             cut.update(range(node.lineno - 1, node.end_lineno))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)) and node in tree.body:
-            for alias in node.names:
-                source_name = alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
-                bound[(alias.asname or alias.name).split(".")[0]] = source_name
-    return "".join(line for i, line in enumerate(lines) if i not in cut), bound
+            if not ours:
+                imports.append(ast.get_source_segment(source, node))
+    for node in tree.body:  # sys.path.insert(...): only the repository needs it
+        if isinstance(node, ast.Expr) and "sys.path.insert" in ast.get_source_segment(source, node):
+            cut.update(range(node.lineno - 1, node.end_lineno))
+    return "".join(line for i, line in enumerate(lines) if i not in cut), imports
 
 
 def _defined(source: str) -> set[str]:
@@ -130,40 +153,74 @@ def _defined(source: str) -> set[str]:
 
 
 def single_file(names: Names, project: Path = ROOT, package: Path | None = None) -> str:
-    """The submission's one .py file: every core module under a header comment, the student's identity, then the root
-    script's parser and main. Two modules that define the same top-level name stop the build."""
+    """The submission's one .py file: a contents table; the assignment's parts in its order (SECTIONS); the helpers
+    they use, each module under a header comment; the ``if __name__ == "__main__"`` line. Every outside import is
+    gathered at the top. Two modules that define the same top-level name stop the build."""
     package = package or project / "mobilenet_lab"
-    owner: dict[str, str] = {}
-    binding: dict[str, tuple[str, str]] = {}
-    parts = []
     root = find_entry_script(project)
-    modules = core_modules(package) + [root]
-    for path in modules:
+    modules = {p.stem: p for p in core_modules(package)}
+    marked = [name for _, name in SECTIONS if name != "main"]
+    headings = dict((name, heading) for heading, name in SECTIONS)
+    order = [(headings[n], modules[n]) for n in marked] + [(headings["main"], root)] + [
+        (f"Helpers: mobilenet_lab/{p.name}", p) for n, p in modules.items() if n not in marked]
+    owner, imports, parts, run_line = {}, [], [], ""
+    for heading, path in order:
         where = path.name if path == root else f"mobilenet_lab/{path.name}"
-        text, bound = _drop_package_imports(path.read_text(encoding="utf-8"), where)
+        text, found = _split_imports(path.read_text(encoding="utf-8"))
         if path.stem == "student":
             text = (f'"""The student whose work this is (written by the packager)."""\n\n'
                     f'PLACEHOLDER = {{"name": "FirstName", "roll_number": "RollNumber"}}\n\n\n'
                     f'def identity() -> dict[str, str]:\n    return {{"name": "{names.first}", '
                     f'"roll_number": "{names.roll}"}}\n')
-        if path == root:
-            text = re.sub(r"\nsys\.path\.insert\(0, .*\)\n", "\n", text)
+        if path == root:  # its docstring gives way to the file's; its last lines run main, at the very end
+            text = text.split('"""', 2)[2]
+            text, run_line = text.split('\nif __name__ == "__main__":')
+            run_line = 'if __name__ == "__main__":' + run_line
         for name in _defined(text):
             if name in owner:
                 raise UserError(f"two core modules define the same top-level name {name!r}: {owner[name]} and "
                                 f"{where}; rename one, as one file cannot hold both")
             owner[name] = where
-        for name, source in bound.items():
-            if binding.get(name, (source,))[0] != source or name in owner:
-                raise UserError(f"{where} imports {name!r} from {source}, which another module binds otherwise "
-                                f"({binding.get(name, (owner.get(name),))[-1]}); import it under another name")
-            binding[name] = (source, where)
-        parts.append(f"\n\n# {'=' * 92}\n# {where}\n# {'=' * 92}\n{text.strip()}\n")
-    header = (f'"""{names.first} ({names.roll}): Deep Learning, Assignment 3, Classification of MNIST using PyTorch.\n\n'
-              f"The whole program in one file, as the guidelines ask: the modules of the mobilenet_lab package\n"
-              f"one after the other, each under a header comment, then the main. Run it with --help.\n" + '"""\n'
-              "from __future__ import annotations\n\n__version__ = " + repr(version_of_package(package)) + "\n")
-    return header + "".join(parts)
+        imports += [line for line in found if line not in imports]
+        parts.append(f"\n\n# {'=' * 100}\n# {heading}  ({where})\n# {'=' * 100}\n{text.strip()}\n")
+    body = "\n" + _merged(imports) + "\n" + "".join(parts)
+    body += f"\n\n{run_line.strip()}\n"
+    return _contents(names, version_of_package(package), body) + body
+
+
+def _merged(imports: list[str]) -> str:
+    """Import lines without repeats: plain imports, then one ``from M import ...`` per module."""
+    plain, names = set(), {}
+    for line in imports:
+        node = ast.parse(line).body[0]
+        if isinstance(node, ast.Import):
+            plain.add(line)
+        else:
+            names.setdefault(node.module, set()).update(a.name + (f" as {a.asname}" if a.asname else "")
+                                                       for a in node.names)
+    froms = [textwrap.fill(f"from {m} import {', '.join(sorted(n, key=str.lower))}", 120, subsequent_indent="    ",
+                           break_long_words=False).replace("import ", "import (", 1) + ")" if len(
+        f"from {m} import {', '.join(n)}") > 120 else f"from {m} import {', '.join(sorted(n, key=str.lower))}"
+             for m, n in sorted(names.items())]
+    return "\n".join(sorted(plain) + froms)
+
+
+def _contents(names: Names, version: str, body: str) -> str:
+    """The file's docstring: who, and where each part the assignment marks is (line numbers of the whole file)."""
+    rows = [(what, [d for d in defs if d in body]) for what, defs in CONTENTS]
+    head = 7 + len(rows)  # the lines of this docstring and the two lines after it
+    lines = body.splitlines()
+
+    def at(text: str) -> str:
+        number = next(i for i, line in enumerate(lines) if line.lstrip().startswith(text))
+        name = text.split()[1].rstrip("(") if text.startswith(("def ", "class ")) else text.split("=")[0].strip()
+        return f"{name} (line {number + head + 1})"
+    table = [f"  {what:<38} {', '.join(at(d) for d in defs)}" for what, defs in rows]
+    helpers = next(i for i, line in enumerate(lines) if line.startswith("# Helpers:"))
+    return (f'"""{names.first} ({names.roll}): Deep Learning, Assignment 3, Classification of MNIST using PyTorch.\n\n'
+            f"Where each part the assignment marks is (run the file with --help for its arguments):\n"
+            + "\n".join(table) + f"\n  {'Helpers they use':<38} from line {helpers + head}\n"
+            + '"""\n' + "from __future__ import annotations\n\n" + f"__version__ = {version!r}" + "\n")
 
 
 def version_of_package(package: Path) -> str:
@@ -187,9 +244,12 @@ def grader_readme(names: Names, project: Path) -> str:
     what it scores, how to train; every command works with what the zip holds."""
     scores = []
     for model in sorted((project / "saved_models").glob("*.pt")):
-        metrics = read_checkpoint(model)["metrics"]
-        scores.append(f"  {model.name:<14} test accuracy {metrics.get('test_accuracy', float('nan')):.4f}, macro F1 "
-                      f"{metrics.get('test_f1_macro', float('nan')):.4f} on the 10,000 MNIST test digits")
+        read_checkpoint(model)  # a damaged model stops the build here
+        found = project / "results" / "runs" / f"{model.stem}.json"  # the report's run that trained it
+        metrics = json.loads(found.read_text())["metrics"] if found.is_file() else None
+        scores.append(f"  {model.name:<14} " + (f"test accuracy {metrics['accuracy']:.4f}, macro F1 "
+                                                f"{metrics['f1_macro']:.4f} on the {metrics['n']:,} test digits"
+                                                if metrics else "test accuracy: see Report.pdf"))
     return README.read_text().format(first=names.first, roll=names.roll, e=names.entry, rule="=" * 78,
                                      pins=" ".join(f"{p}=={version(p)}" for p in PACKAGES), scores="\n".join(scores))
 
