@@ -32,8 +32,7 @@ def build_parser() -> Parser:
     num_classes, is training, visualize, epochs) and the rest of the recipe, each with its default."""
     who = identity()
     p = Parser(description="Train or evaluate a MobileNet-block classifier on an MNIST dataset of train and test parts "
-                           "(folders or .zip files, each a CSV of image name and label and the images).",
-               epilog="Build ./mnist: python -m mobilenet_lab prepare --out ./mnist --idx ../shared/data/mnist")
+                           "(folders or .zip files, each a CSV of image name and label and the images).")
     groups = {name: p.add_argument_group(name) for name in ("data", "model", "training", "output")}
     groups["data"].add_argument("--data", metavar="DIR", help="path of dataset: the folder holding the train and test "
                                 "parts (default: the embedded sample, built once into the cache folder)")

@@ -7,8 +7,9 @@
 import importlib
 import sys
 
-COMMANDS = {"train": "tools.train", "prepare": "tools.prepare", "predict": "tools.predict", "explain": "tools.explain",
-            "demo": "tools.demo", "submit": "tools.submit", "report": "experiments.report", "bench": "experiments.bench"}
+COMMANDS = {"train": "tools.train", "prepare": "tools.prepare", "predict": "tools.predict",
+            "explain": "tools.explain", "demo": "tools.demo", "submit": "tools.submit", "report": "experiments.report",
+            "bench": "experiments.bench"}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):

@@ -1,6 +1,6 @@
-"""Saving and loading networks: ``save`` and ``load``. A checkpoint is a plain dict of tensors, numbers, strings and
-lists (init_network's arguments, the weights, the class names, and the run's settings, history and figures), so it
-loads with ``torch.load(weights_only=True)``, which refuses pickled code; it is checked whole before use."""
+"""Saving and loading networks: ``save`` and ``load``. A checkpoint is a plain dict (init_network's arguments, the
+weights, the run's settings, history and figures), so it loads with ``torch.load(weights_only=True)``, which refuses
+pickled code; it is checked whole before use."""
 import pickle
 import platform
 import zipfile
@@ -66,7 +66,7 @@ def read_checkpoint(path: str | Path) -> dict:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, MemoryError) as exc:
         raise UserError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:120]}): "
                         f"it may be truncated; retrain with --train or restore the file") from None
-    if not isinstance(checkpoint, dict) or not str(checkpoint.get("format", "")).startswith("mobilenet_lab.checkpoint/"):
+    if not (isinstance(checkpoint, dict) and str(checkpoint.get("format", "")).startswith(FORMAT[:-1])):
         raise UserError(f"{path} is not a mobilenet_lab checkpoint: use a model saved by this program")
     if checkpoint["format"] != FORMAT:
         raise UserError(f"{path} is a checkpoint of format {checkpoint['format']}, not {FORMAT}: retrain it with "
@@ -81,4 +81,4 @@ def read_checkpoint(path: str | Path) -> dict:
 def versions() -> dict[str, str]:
     """The versions of Python and of the libraries that shape a result."""
     return {"mobilenet_lab": __version__, "python": platform.python_version(),
-            **{package: version(package) for package in ("torch", "torchvision", "numpy", "scikit-learn")}}
+            **{package: version(package) for package in ("torch", "numpy", "scikit-learn")}}

@@ -194,8 +194,9 @@ def from_flags(args: argparse.Namespace, base: Config | None = None) -> tuple[Co
     if arch is not None:
         for name, count in zip(("conv_block_count", "mobilenet_block_count"), ARCHS[arch]):
             if given.get(name, count) != count:
-                raise UserError(f"--arch {arch} has {count} {name.split('_')[0]} blocks, not --{name.replace('_', '-')} "
-                                f"{given[name]}: drop one of the two")
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"--arch {arch} has {count} {name.split('_')[0]} blocks, not {flag} {given[name]}: "
+                                f"drop one of the two")
             given[name] = count
     try:
         for name in SIZES:

@@ -1,4 +1,4 @@
-"""The assignment's visualize step: :func:`visualize` writes 01_curves.png ... 04_confusion_matrix.png, one ``plot_*``
+"""The assignment's visualize step: ``visualize`` writes 01_curves.png ... 04_confusion_matrix.png, one ``plot_*``
 function each. The plotters take arrays (the report draws them from stored results) and draw on the Agg canvas: no
 display is needed."""
 from collections.abc import Callable
@@ -40,8 +40,9 @@ def visualize(net: nn.Module, history, test_set_x, test_set_y, pred, probs=None,
     names = [str(i) for i in range(probs.shape[1])]
     metrics = compute_metrics(y_true, y_pred, probs, names)
     correct, wrong = pick_examples(y_true, y_pred, probs)
+    history = history.as_dict() if hasattr(history, "as_dict") else history or {}
     draws = {
-        "01_curves": lambda make: plot_curves(make, history.as_dict() if hasattr(history, "as_dict") else history or {}),
+        "01_curves": lambda make: plot_curves(make, history),
         "02_samples": lambda make: plot_samples(make, images, y_true, y_pred, probs, names),
         "03_predictions": lambda make: plot_predictions(make, images, y_true, y_pred, probs, names, correct, wrong),
         "04_confusion_matrix": lambda make: plot_confusion(make, metrics, names),
@@ -100,8 +101,10 @@ def plot_curves(make: FigureFactory, history: dict) -> Figure:
         return fig
     fig, best = make((7.5, 3.2)), history.get("best_epoch")
     for ax, key, what in zip(fig.subplots(1, 2), ("loss", "acc"), ("Loss", "Accuracy")):
-        ax.plot(epochs, history[f"train_{key}"], "o-", ms=3, label="training", color="C0")
-        ax.plot(epochs, history[f"val_{key}"], "s-", ms=3, label="validation", color="C1")
+        # training loss: the recipe's loss function on augmented batches; validation loss: plain cross-entropy
+        loss = key == "loss"
+        ax.plot(epochs, history[f"train_{key}"], "o-", ms=3, color="C0", label="training" + " (its loss)" * loss)
+        ax.plot(epochs, history[f"val_{key}"], "s-", ms=3, color="C1", label="validation" + " (cross-entropy)" * loss)
         if best:
             ax.axvline(best, ls="--", color="gray", label=f"best validation accuracy (epoch {best})")
         ax.set(xlabel="epoch", ylabel=what.lower() + (" (fraction correct)" if key == "acc" else ""),
@@ -166,8 +169,9 @@ def plot_predictions(make: FigureFactory, images, y_true, y_pred, probs, names, 
             if y_true[i] != y_pred[i]:
                 text += f"\np(true {names[y_true[i]]}) {probs[i, y_true[i]]:.1%}"
             ax.set_title(text, fontsize=8, color=CORRECT_COLOR if y_true[i] == y_pred[i] else WRONG_COLOR)
-    fig.suptitle(f"Correct and wrong predictions on the {len(y_true):,} test images (confidence: softmax "
-                 f"probability of the predicted class)" + _missing(correct, wrong, len(y_true)))
+    where = f" on the {len(y_true):,} test images" if wrong_in_all is None else ""  # else y_true holds only those shown
+    fig.suptitle(f"Correct and wrong predictions{where} (confidence: softmax probability of the predicted class)"
+                 + _missing(correct, wrong, len(y_true)))
     return fig
 
 

@@ -28,8 +28,7 @@ def compute_metrics(y_true, y_pred, probs=None, class_names: list[str] | None = 
            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
            **{f"{what}_{avg}": float(report[f"{avg} avg"][what if what != "f1" else "f1-score"])
               for avg in ("macro", "weighted") for what in ("precision", "recall", "f1")},
-           "specificity_macro": float(specificity.mean()),
-           "mcc": float(skm.matthews_corrcoef(y_true, y_pred)),
+           "specificity_macro": float(specificity.mean()), "mcc": float(skm.matthews_corrcoef(y_true, y_pred)),
            "per_class": {n: {"precision": float(report[n]["precision"]), "recall": float(report[n]["recall"]),
                              "specificity": float(s), "f1": float(report[n]["f1-score"]),
                              "support": int(report[n]["support"])} for n, s in zip(names, specificity)},

@@ -73,15 +73,15 @@ def block_schedule(block_count: int, input_dim: tuple[int, int, int]) -> list[tu
     its size and width. Inputs of 64 pixels or more also start with a stride-2 block, as MobileNet's does on 224x224."""
     channels, height, width = input_dim
     side = min(height, width)
-    schedule, in_ch, width_now = [], channels, BASE_WIDTH
+    schedule, in_ch, out_ch = [], channels, BASE_WIDTH
     for i in range(block_count):
         halve = side >= MIN_DOWNSAMPLE and ((i % 2 == 1) or (i == 0 and side >= 64))
         if halve:
             side = (side + 1) // 2
             if i > 0:
-                width_now = min(width_now * 2, MAX_WIDTH)
-        schedule.append((in_ch, width_now, 2 if halve else 1))
-        in_ch = width_now
+                out_ch = min(out_ch * 2, MAX_WIDTH)
+        schedule.append((in_ch, out_ch, 2 if halve else 1))
+        in_ch = out_ch
     return schedule
 
 
@@ -107,9 +107,9 @@ class MobileNetLab(nn.Module):
     def __init__(self, architecture: Architecture):
         super().__init__()
         self.architecture = architecture
-        conv, mobile, input_dim = architecture.conv_block_count, architecture.mobilenet_block_count, architecture.input_dim
-        self.input = InputNormalize(input_dim[0])
-        schedule = block_schedule(conv + mobile, input_dim)
+        conv, mobile = architecture.conv_block_count, architecture.mobilenet_block_count
+        self.input = InputNormalize(architecture.input_dim[0])
+        schedule = block_schedule(conv + mobile, architecture.input_dim)
         self.blocks = nn.Sequential(*[conv_block(*s) if i < conv else ConvDw(*s) for i, s in enumerate(schedule)])
         self.pool = nn.AdaptiveAvgPool2d(1)  # global average pooling: one number per channel
         self.fc = nn.Linear(schedule[-1][1], architecture.num_classes)

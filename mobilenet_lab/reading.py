@@ -35,7 +35,7 @@ CACHE_FORMAT = 3  # a new number when what the cache holds changes
 
 
 class TooLarge(UserError):
-    """An input over one of the limits (the demo answers it with HTTP 413)."""
+    """An input over one of the size limits."""
 
 
 def mb(n: float) -> str:
@@ -88,14 +88,14 @@ def open_image(data: bytes, where: str) -> Image.Image:
 def find_part(data_dir: Path, part: str) -> Path:
     """The folder or zip of ``data_dir`` whose name contains ``part`` ("train" or "test"); a folder (an unpacked copy)
     wins over a zip."""
-    prepare = f"'python -m mobilenet_lab prepare --out {data_dir} --idx ../shared/data/mnist'"
     if not data_dir.is_dir():
         raise UserError(f"dataset path {data_dir} is a file, not a folder: give the folder that holds the train and "
-                        f"test parts" if data_dir.exists() else f"dataset path {data_dir} does not exist: build one "
-                        f"with {prepare} or leave out --data to use the embedded sample")
+                        f"test parts" if data_dir.exists() else f"dataset path {data_dir} does not exist: give the "
+                        f"folder that holds the train and test parts, or leave out --data to use the embedded sample")
     entries = [p for p in data_dir.iterdir() if not p.name.startswith(".")]
     if not entries:
-        raise UserError(f"dataset folder {data_dir} is empty: it needs a train and a test part (see {prepare})")
+        raise UserError(f"dataset folder {data_dir} is empty: it needs a train and a test part (a folder or "
+                        f".zip each, holding a CSV of image name and label and the images)")
     named = [p for p in entries if part in p.name.lower()]
     chosen = [p for p in named if p.is_dir()] or [p for p in named if p.suffix.lower() == ".zip" and p.is_file()]
     if not chosen:
@@ -115,8 +115,8 @@ class PartReader:
         self.path, self._zip = path, None
         if path.is_dir():
             errors: list[OSError] = []
-            found = [os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")
-                     for root, _, names in os.walk(path, onerror=errors.append) for name in names]  # links to folders: not followed
+            found = [os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/")  # folder links: not followed
+                     for root, _, names in os.walk(path, onerror=errors.append) for name in names]
             if errors:
                 raise UserError(f"cannot read {errors[0].filename} ({errors[0].strerror}): check its permissions")
         else:

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import versions
-from .config import ARCHS, Config
+from .config import Config
 from .data import Splits
 from .errors import UserError, note
 from .evaluation import Evaluation
@@ -14,7 +14,7 @@ from .metrics import compute_metrics, format_metrics
 from .model import count_parameters
 
 ARCHITECTURE = ("conv_block_count", "mobilenet_block_count", "input_dim", "num_classes")  # a saved model decides these
-KEPT_FROM_FLAGS = ("train_size", "val_size", "test_size", "seed", "device")  # evaluating a saved model: the flags decide
+KEPT_FROM_FLAGS = ("train_size", "val_size", "test_size", "seed", "device")  # evaluating: the flags decide these
 
 
 def adopt_saved(checkpoint: dict, config: Config, given: set[str], arch: str | None, path: Path) -> Config:
@@ -57,9 +57,9 @@ def open_run_folder(folder: Path, training: bool):
 
 
 def describe_splits(splits: Splits) -> str:
-    return "Data:\n" + "".join(f"  {name:<5} {len(part):>6} images   class counts {part.class_counts(splits.num_classes)}\n"
-                               for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test))
-                               if len(part))
+    parts = (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    return "Data:\n" + "".join(f"  {name:<5} {len(part):>6} images   class counts "
+                               f"{part.class_counts(splits.num_classes)}\n" for name, part in parts if len(part))
 
 
 def _line(name: str, loss: float | None, accuracy: float | None, note_: str = "") -> str:

@@ -16,7 +16,7 @@ from .data import ImageSet, data_loader
 from .errors import TrainingDiverged
 from .evaluation import Evaluation, evaluate
 
-MEMORY_FORMAT = torch.channels_last  # depthwise convolutions run faster in it on a CPU (the benchmark measures it)
+MEMORY_FORMAT = torch.channels_last  # depthwise convolutions run faster in it on a CPU
 CHECK_BN_IMAGES = 1024  # each epoch's validation measures batch-norm statistics on this many training images
 
 
@@ -36,7 +36,7 @@ def train(net: nn.Module, train_set_x, train_set_y, valid_set_x, valid_set_y, le
             called with the :class:`Run`, e.g. EpochLog."""
     run = Run(net, ImageSet(train_set_x, train_set_y), learning_rate, training_epochs, loss_func, optimizer,
               config or Config(), history if history is not None else History(), callbacks)
-    run.hook("on_train_start")  # a resumed run restores its state here
+    run.hook("on_train_start")  # a callback may restore a saved state here, to resume
     for epoch in range(run.epoch + 1, training_epochs + 1):
         # train one epoch, a step per augmented batch
         run.start_epoch(epoch)

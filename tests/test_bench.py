@@ -96,7 +96,7 @@ def test_time_to_reads_the_first_check_at_target():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data", "/nonexistent/mnist"], "mobilenet_lab prepare"),
+    (["--data", "/nonexistent/mnist"], "does not exist"),
     (["--sections", "decode,speed"], "unknown section speed"),
     (["--steps", "0"], "at least 1"),
     (["--elastic", "9"], "--elastic 9 must be between 0 and 4"),

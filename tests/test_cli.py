@@ -160,7 +160,7 @@ def test_bad_datasets(kind, tmp_path, tiny_data):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--data", "{tmp}/nope"], "python -m mobilenet_lab prepare"),
+    (["--data", "{tmp}/nope"], "does not exist: give the folder that holds the train and test parts"),
     (["--data", "{tiny}/train.zip"], "is a file, not a folder"),
     (["--data", "{tiny}", "--train", "--train-size", "100000"], "more than the"),
     (["--data", "{tiny}", "--train", "--test-size", "5000"], "more than the 100 test images"),

@@ -21,8 +21,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from mobilenet_lab.checkpoint import load
+from mobilenet_lab.evaluation import evaluate
 from mobilenet_lab.tools.demo import MAX_BYTES, make_server
 from mobilenet_lab.tools.predict import Classifier
 from test_predict import held_out, render, trained_model  # noqa: F401 (a fixture)
@@ -77,8 +80,14 @@ def test_info(server):
     assert "ConvDw" in info["description"] and info["max_bytes"] == MAX_BYTES
 
 
-def test_predict_a_picture(server):
-    x, y = held_out(3)
+def test_predict_a_picture(server, trained_model):
+    # three held-out digits the fixture model (about 90% accurate) gets right with confidence, so a wrong answer
+    # is the picture's conversion, not the small model's error rate (which differs from CPU to CPU)
+    x, y = held_out(200)
+    probs = evaluate(load(trained_model), torch.from_numpy(x), torch.from_numpy(y)).probs
+    known = [i for i in range(len(y)) if probs[i].argmax() == int(y[i]) and probs[i].max() > 0.9][:3]
+    assert len(known) == 3
+    x, y = x[known], y[known]
     for digit, label, kind in zip(x, y, ("dark-on-light", "rgb", "light-on-dark")):
         status, answer, _ = request(server, "/api/predict", png(render(digit, kind)), "image/png")
         assert status == 200

@@ -86,7 +86,7 @@ def test_command_on_a_saved_model_and_custom_blocks(tmp_path, capsys):
     (["--model", "{tmp}/none.pt"], "no saved model"),
     (["--conv-block-count", "0", "--mobilenet-block-count", "0"], "at least one block"),
     (["--input-dim", "28x28"], "C,H,W"),
-    (["--num-classes", "1"], "at least two classes"),
+    (["--num-classes", "1"], "--num-classes 1 must be between 2 and"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert main([a.format(tmp=tmp_path) for a in args]) == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 

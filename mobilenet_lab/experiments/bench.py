@@ -96,8 +96,11 @@ def train_rate(config: Config, x: torch.Tensor, y: torch.Tensor, steps: int, mem
         torch.manual_seed(0)
         net = init_network(config.conv_block_count, config.mobilenet_block_count, config.input_dim,
                            config.num_classes, device="cpu")
-        run = Run(net, ImageSet(x, y), config.learning_rate, 1, config.loss, config.optimizer, config, History(), ())
-        net.to(memory_format=memory_format).train()
+        # ten epochs per timed step: the one-cycle schedule needs more steps than are taken (and not just a few)
+        run = Run(net, ImageSet(x, y), config.learning_rate, 10 * (3 + steps), config.loss, config.optimizer, config,
+                  History(), ())
+        net.to(memory_format=memory_format)
+        run.start_epoch(1)
         generator, timed = torch.Generator().manual_seed(0), 0.0
         for step in range(3 + steps):
             idx = torch.randint(0, len(y), (config.batch_size,), generator=generator)

@@ -35,7 +35,7 @@ STATIC_FILES = {  # URL path -> (file in STATIC_DIR, content type); nothing else
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 MAX_BYTES = 16 * 2**20        # largest upload: a drawing is a few KB, a phone photo a few MB; more gets 413 unread
-DRAIN_LIMIT = 2 * MAX_BYTES    # a larger request is answered 413 without being read, and its connection closed
+DRAIN_LIMIT = 8 * MAX_BYTES    # read away up to this (a 50 MB photo too) so the client sees its 413; more is not read
 PICTURE_TYPES = ("image/", "application/octet-stream")
 
 

@@ -14,6 +14,7 @@ passes, 1 when one fails, 2 on bad input."""
 import argparse
 import ast
 import graphlib
+import inspect
 import io
 import json
 import os
@@ -162,30 +163,41 @@ def single_file(names: Names, project: Path = ROOT, package: Path | None = None)
     marked = [name for _, name in SECTIONS if name != "main"]
     headings = dict((name, heading) for heading, name in SECTIONS)
     order = [(headings[n], modules[n]) for n in marked] + [(headings["main"], root)] + [
-        (f"Helpers: mobilenet_lab/{p.name}", p) for n, p in modules.items() if n not in marked]
+        ("Helpers", p) for n, p in modules.items() if n not in marked]
     owner, imports, parts, run_line = {}, [], [], ""
     for heading, path in order:
         where = path.name if path == root else f"mobilenet_lab/{path.name}"
         text, found = _split_imports(path.read_text(encoding="utf-8"))
         if path.stem == "student":
-            text = (f'"""The student whose work this is (written by the packager)."""\n\n'
-                    f'PLACEHOLDER = {{"name": "FirstName", "roll_number": "RollNumber"}}\n\n\n'
-                    f'def identity() -> dict[str, str]:\n    return {{"name": "{names.first}", '
-                    f'"roll_number": "{names.roll}"}}\n')
+            text = (f'def identity() -> dict[str, str]:\n    """The student whose work this is."""\n'
+                    f'    return {{"name": "{names.first}", "roll_number": "{names.roll}"}}\n')
         if path == root:  # its docstring gives way to the file's; its last lines run main, at the very end
             text = text.split('"""', 2)[2]
             text, run_line = text.split('\nif __name__ == "__main__":')
             run_line = 'if __name__ == "__main__":' + run_line
+        else:
+            text = _docstring_as_comment(text)
         for name in _defined(text):
             if name in owner:
                 raise UserError(f"two core modules define the same top-level name {name!r}: {owner[name]} and "
                                 f"{where}; rename one, as one file cannot hold both")
             owner[name] = where
         imports += [line for line in found if line not in imports]
-        parts.append(f"\n\n# {'=' * 100}\n# {heading}  ({where})\n# {'=' * 100}\n{text.strip()}\n")
+        parts.append(f"\n\n# {'=' * 100}\n# {heading}\n# {'=' * 100}\n{text.strip()}\n")
     body = "\n" + _merged(imports) + "\n" + "".join(parts)
     body += f"\n\n{run_line.strip()}\n"
     return _contents(names, version_of_package(package), body) + body
+
+
+def _docstring_as_comment(source: str) -> str:
+    """A module's docstring as comment lines: in one file only the first string is the file's docstring."""
+    first = ast.parse(source).body[:1]
+    if not (first and isinstance(first[0], ast.Expr) and isinstance(first[0].value, ast.Constant)
+            and isinstance(first[0].value.value, str)):
+        return source
+    lines = source.splitlines(keepends=True)
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in inspect.cleandoc(first[0].value.value).splitlines())
+    return "".join(lines[:first[0].lineno - 1]) + comment + "".join(lines[first[0].end_lineno:])
 
 
 def _merged(imports: list[str]) -> str:
@@ -208,19 +220,24 @@ def _merged(imports: list[str]) -> str:
 def _contents(names: Names, version: str, body: str) -> str:
     """The file's docstring: who, and where each part the assignment marks is (line numbers of the whole file)."""
     rows = [(what, [d for d in defs if d in body]) for what, defs in CONTENTS]
-    head = 7 + len(rows)  # the lines of this docstring and the two lines after it
     lines = body.splitlines()
+    helpers = next(i for i, line in enumerate(lines) if line.startswith("# Helpers"))
 
-    def at(text: str) -> str:
-        number = next(i for i, line in enumerate(lines) if line.lstrip().startswith(text))
-        name = text.split()[1].rstrip("(") if text.startswith(("def ", "class ")) else text.split("=")[0].strip()
-        return f"{name} (line {number + head + 1})"
-    table = [f"  {what:<38} {', '.join(at(d) for d in defs)}" for what, defs in rows]
-    helpers = next(i for i, line in enumerate(lines) if line.startswith("# Helpers:"))
-    return (f'"""{names.first} ({names.roll}): Deep Learning, Assignment 3, Classification of MNIST using PyTorch.\n\n'
-            f"Where each part the assignment marks is (run the file with --help for its arguments):\n"
-            + "\n".join(table) + f"\n  {'Helpers they use':<38} from line {helpers + head}\n"
-            + '"""\n' + "from __future__ import annotations\n\n" + f"__version__ = {version!r}" + "\n")
+    def text(head: int) -> str:  # the docstring when it and what follows take ``head`` lines
+        def at(found: str) -> str:
+            number = next(i for i, line in enumerate(lines) if line.lstrip().startswith(found))
+            name = found.split()[1].rstrip("(") if found.startswith(("def ", "class ")) else found.split("=")[0].strip()
+            return f"{name} (line {number + head + 1})"
+        table = [textwrap.fill(", ".join(at(d) for d in defs), 116, initial_indent=f"  {what:<38} ",
+                               subsequent_indent=" " * 41) for what, defs in rows]
+        return (f'"""{names.first} ({names.roll}): Deep Learning, Assignment 3, Classification of MNIST using '
+                f'PyTorch.\n\nWhere each part the assignment marks is (run the file with --help for its arguments):\n'
+                + "\n".join(table) + f"\n  {'Helpers they use':<38} from line {helpers + head + 1}\n"
+                + '"""\n' + "from __future__ import annotations\n\n" + f"__version__ = {version!r}" + "\n")
+    head = 0
+    while head != (head := len(text(head).splitlines())):  # the line numbers can lengthen the table: settle
+        pass
+    return text(head)
 
 
 def version_of_package(package: Path) -> str:
