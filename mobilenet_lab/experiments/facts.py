@@ -7,7 +7,7 @@ import numpy as np
 
 from ..config import ARCHS, Config
 from ..errors import UserError
-from .plan import MAIN, SWEEP_BASE, SWEEPS, plan
+from .plan import MAIN, SWEEP_BASE, SWEEPS, plan, score
 
 NAMES = {"mobilenet": "MobileNet-7", "c7m0": "Conv-7", "conv4": "Conv-4"}
 BLOCKS = {"mobilenet": "1 conv + 6 ConvDw blocks", "c7m0": "7 conv blocks", "conv4": "4 conv blocks"}
@@ -73,8 +73,8 @@ class Facts:
         self.ok = {name: run for name, run in res["runs"].items() if run["status"] == "ok"}
 
     def score(self, run: dict) -> float:
-        """What choices are made on: dev accuracy with dev digits, else validation accuracy."""
-        return run["dev_accuracy"] if self.has_dev else run["history"]["final_val_acc"]
+        """What choices are made on: the plan's own rule (dev accuracy with dev digits, else validation accuracy)."""
+        return score(run)
 
     def test(self, arch: str) -> float:
         return self.main[arch]["metrics"]["accuracy"]
